@@ -1,0 +1,88 @@
+"""The keys every config has, with their defaults. Config files start here:
+
+    from lepton_jax.config_defaults import base_config
+
+    def get_config(arg=None):
+      config = base_config()
+      config.model.name = "cnn"
+      ...
+      return config
+
+docs/config_reference.md is generated from this file and the configs in
+configs/ (python -m lepton_jax.docgen), so every key's default and meaning
+below is the documentation. Keep the comment after each key: it is its
+description in the reference.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "classification"  # registered experiment: how outputs become loss and metrics
+  c.seed = 0  # seeds parameter init, dropout and the data order
+  c.batch_size = 128  # global batch size, over all devices and processes
+  c.num_train_steps = -1  # training steps; -1: derived from num_epochs
+  c.num_epochs = 1.0  # epochs of the training split when num_train_steps is -1
+  c.log_every_steps = 50  # training metrics and the progress line every N steps
+  c.eval_every_steps = -1  # evaluate every N steps (and always at the end); -1: once per epoch
+  c.checkpoint_every_steps = -1  # save every N steps (and always at the end); -1: once per epoch
+  c.dtype = "float32"  # compute dtype: float32 or bfloat16
+  c.param_dtype = "float32"  # parameter (and optimizer state) dtype
+  c.metrics = ("loss", "accuracy", "precision", "recall", "f1")  # eval metrics (registered names)
+  c.ema_decay = 0.0  # evaluate an exponential moving average of the params with this decay; 0: off
+  c.init_from = ""  # start from this checkpoint (a workdir or a checkpoint step dir); '' = fresh
+  c.init_from_params = ".*"  # regex on parameter paths: which parameters init_from loads
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mlp"  # registered model; the other keys of this section are its arguments
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"  # registered dataset
+  c.data.data_dir = ""  # tfds data dir ('' = tfds default, ~/tensorflow_datasets); may be gs://
+  c.data.manual_dir = ""  # folder with the original files, for building a dataset offline
+  c.data.train_split = "train"  # split to train on
+  c.data.num_shards = 0  # data shards (fix the data order); 0: one per process
+  c.data.preprocess = ("to_float",)  # device-side ops for every split (and predict)
+  c.data.augment = ()  # device-side random ops for training only
+  c.data.prefetch = 2  # batches prepared ahead on the devices
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.split = "test"  # split to evaluate on
+  c.eval.batch_size = 0  # eval global batch size; 0: batch_size
+  c.eval.best_metric = "accuracy"  # metric that picks the best checkpoint
+  c.eval.best_mode = "max"  # max or min: which direction is better for best_metric
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "softmax_cross_entropy"  # registered loss
+  c.loss.label_smoothing = 0.0  # label smoothing for cross-entropy losses
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # registered optimizer: sgd, momentum, nesterov, adam, adamw
+  c.optimizer.learning_rate = 1e-3  # peak learning rate
+  c.optimizer.schedule = "constant"  # registered schedule: constant, warmup_cosine, step_decay
+  c.optimizer.warmup_steps = 0  # linear warmup steps
+  c.optimizer.end_learning_rate = 0.0  # final learning rate of warmup_cosine
+  c.optimizer.decay_boundaries = (0.5, 0.75)  # step_decay: fractions of training (or steps if >= 1)
+  c.optimizer.decay_factor = 0.1  # step_decay: multiplier at each boundary
+  c.optimizer.momentum = 0.9  # momentum / nesterov
+  c.optimizer.b1 = 0.9  # adam/adamw first-moment decay
+  c.optimizer.b2 = 0.999  # adam/adamw second-moment decay
+  c.optimizer.eps = 1e-8  # adam/adamw epsilon
+  c.optimizer.weight_decay = 0.0  # decoupled weight decay on kernels (not biases/norms)
+  c.optimizer.grad_clip_norm = 0.0  # clip gradients to this global norm; 0: off
+  c.optimizer.accumulation_steps = 1  # micro-batches per step (gradient accumulation)
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # data-parallel axis size; -1: the devices left over
+  c.mesh.fsdp = 1  # fully-sharded data-parallel axis size (params sharded, batch split)
+  c.mesh.model = 1  # tensor-parallel axis size
+
+  c.sharding = ml_collections.ConfigDict()
+  # (regex on the parameter path 'a/b/kernel', spec): the first rule whose regex matches wins. A spec
+  # names one mesh axis (or '' for none) per dimension, comma-separated, e.g. 'fsdp,model';
+  # 'replicated' copies the array to every device; 'fsdp_auto' shards its largest dimension
+  # that divides evenly over the fsdp axis (replicated when mesh.fsdp is 1).
+  c.sharding.rules = ((".*", "fsdp_auto"),)  # parameter-path regex -> partition spec, first match wins
+  c.sharding.strict = False  # error when a parameter matches no rule (else: replicate it)
+  return c

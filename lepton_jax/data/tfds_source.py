@@ -1,0 +1,89 @@
+"""Reading a tfds split (or one shard of it) into host memory.
+
+Every dataset of lepton_jax goes through tensorflow-datasets: a registered
+dataset names a tfds builder, and the pipeline reads the process's own part of
+a split as decoded numpy arrays. Small and medium datasets (everything up to
+CIFAR/ImageNet-64 scale) fit in host memory after decoding, which makes the
+input pipeline exactly resumable and keeps the step from waiting on input.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from lepton_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and the experiment need to know about a dataset."""
+
+  name: str
+  input_key: str  # the feature fed to the model: 'image', 'features' or 'tokens'
+  input_shape: tuple  # one example, e.g. (28, 28, 1)
+  input_dtype: Any
+  num_classes: int
+  split_sizes: dict
+  label_names: tuple = ()
+  label_key: str = "label"
+  # How raw inputs were made (for predict/export to do the same to new inputs).
+  input_description: str = ""
+
+  def split_size(self, split: str) -> int:
+    if split not in self.split_sizes:
+      raise UserError(f"dataset {self.name!r} has no split {split!r}; splits are "
+                      f"{', '.join(sorted(self.split_sizes))}")
+    return self.split_sizes[split]
+
+
+def data_dir(data_config) -> str | None:
+  """The tfds data dir: the config's, or tfds' own default (None)."""
+  if data_config.get("data_dir"):
+    return os.path.expanduser(str(data_config.data_dir))
+  return None
+
+
+def prepare(builder, download_config=None) -> None:
+  """Builds the tfds dataset on disk once; later calls find it prepared."""
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except UserError:
+    raise
+  except PermissionError as e:
+    raise UserError(f"cannot write the tfds data dir {builder.data_dir}: {e.strerror}; "
+                    "set --config.data.data_dir to a writable directory") from e
+  except Exception as e:  # tfds wraps download/extraction failures in many types.
+    raise UserError(f"could not prepare dataset {builder.name!r} in {builder.data_dir}: "
+                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                    "(offline? give the original files with --config.data.manual_dir)") from e
+
+
+def read_split(builder, split: str, shard_index: int = 0, num_shards: int = 1,
+               transform: Callable[[dict], dict] | None = None) -> dict[str, np.ndarray]:
+  """Decoded arrays of shard `shard_index` of `num_shards` of `split`.
+
+  Shards are the contiguous, disjoint, near-equal parts tfds.even_splits makes:
+  a process reads only the files and records of its own shards.
+  """
+  import tensorflow_datasets as tfds
+  sub_split = tfds.even_splits(split, n=num_shards)[shard_index] if num_shards > 1 else split
+  ds = builder.as_dataset(split=sub_split, batch_size=-1, shuffle_files=False)
+  arrays = {k: _narrow(np.asarray(v)) for k, v in tfds.as_numpy(ds).items()}
+  return transform(arrays) if transform else arrays
+
+
+def _narrow(array: np.ndarray) -> np.ndarray:
+  """64-bit arrays as 32-bit: JAX computes in 32 bits unless x64 is enabled."""
+  if array.dtype == np.int64:
+    return array.astype(np.int32)
+  if array.dtype == np.float64:
+    return array.astype(np.float32)
+  return array
+
+
+def shard_sizes(total: int, num_shards: int) -> list[int]:
+  """Sizes of tfds.even_splits(n=num_shards) of a split of `total` examples."""
+  base, extra = divmod(total, num_shards)
+  return [base + (1 if i < extra else 0) for i in range(num_shards)]

@@ -1,0 +1,129 @@
+"""The command line:
+
+    python -m lepton_jax.main --config configs/x.py[:arg] --workdir DIR [--config.a.b=value ...]
+    python -m lepton_jax.main --list
+
+Exit status: 0 done; 2 bad input (config, data, checkpoint, CLI); 3 training
+diverged; 75 preempted (SIGTERM/SIGINT: a checkpoint was committed, run the same
+command again to continue); 1 anything else (a bug: a traceback is printed).
+"""
+
+import argparse
+import signal
+import sys
+import threading
+
+from lepton_jax.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="python -m lepton_jax.main", description=__doc__.split("\n\n")[0],
+              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", help="config file, optionally with an argument: configs/x.py[:arg]")
+  p.add_argument("--workdir", help="directory (or gs:// path) for checkpoints, logs and metrics")
+  p.add_argument("--mode", choices=("train", "eval"), default="train",
+                 help="train (resuming from the workdir), or evaluate its latest checkpoint")
+  p.add_argument("--list", action="store_true", help="print every registered name, by kind")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() (automatic on Cloud TPU pods)")
+  p.add_argument("--coordinator_address", help="host:port of process 0 (GPU clusters, tests)")
+  p.add_argument("--num_processes", type=int, help="number of processes (with --coordinator_address)")
+  p.add_argument("--process_id", type=int, help="this process's index (with --coordinator_address)")
+  return p
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separates `--config.a.b=value` / `--config.a.b value` overrides from other args."""
+  rest, overrides = [], []
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      key, eq, value = arg[len("--config."):].partition("=")
+      if not eq:
+        if i + 1 >= len(argv):
+          raise UserError(f"{arg} needs a value: {arg}=VALUE")
+        value, i = argv[i + 1], i + 1
+      if not key:
+        raise UserError(f"{arg}: write --config.KEY=VALUE")
+      overrides.append((key, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def initialize_distributed(args) -> None:
+  import jax
+  if args.coordinator_address:
+    if args.num_processes is None or args.process_id is None:
+      raise UserError("--coordinator_address needs --num_processes and --process_id")
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                               heartbeat_timeout_seconds=30)
+  elif args.distributed:
+    jax.distributed.initialize()
+
+
+class StopFlag:
+  """Set by SIGTERM/SIGINT: the loop finishes its step, saves and exits."""
+
+  def __init__(self):
+    self.event = threading.Event()
+
+  def install(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, lambda *_: self.event.set())
+    return self
+
+  def __call__(self) -> bool:
+    return self.event.is_set()
+
+
+def main(argv: list[str]) -> int:
+  rest, overrides = split_overrides(argv)
+  args = build_parser().parse_args(rest)
+  from lepton_jax import registry
+  if args.list:
+    print(registry.describe())
+    return 0
+  if not args.config:
+    raise UserError("--config is required, e.g. --config configs/quickstart.py")
+  if not args.workdir:
+    raise UserError("--workdir is required: the directory for checkpoints and logs")
+  from lepton_jax import config_lib
+  config = config_lib.load(args.config)
+  config_lib.apply_overrides(config, overrides)
+  initialize_distributed(args)
+  from lepton_jax import train
+  if args.mode == "eval":
+    from lepton_jax import evaluate
+    evaluate.evaluate_workdir(config, args.workdir)
+    return 0
+  try:
+    train.train_and_evaluate(config, args.workdir, stop_requested=StopFlag().install())
+  except train.Preempted:
+    return train.PREEMPTED_EXIT_CODE
+  return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    code = main(argv)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    code = e.exit_code
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    code = 130
+  sys.stdout.flush()
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  run()

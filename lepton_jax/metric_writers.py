@@ -1,0 +1,132 @@
+"""Where logged values go: metrics.jsonl, TensorBoard event files, the console.
+
+Only process 0 writes. `metrics.jsonl` holds one JSON object per line with
+`step`, `split` and the metrics; on resume the rows after the restored step
+are dropped first, so every step appears once.
+"""
+
+import json
+import math
+import sys
+import time
+
+from etils import epath
+
+
+class MetricWriter:
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = epath.Path(workdir) / "metrics.jsonl"
+    self._tb_writers = {}
+    self._tb_dir = epath.Path(workdir) / "tensorboard"
+
+  def truncate_after(self, step: int) -> None:
+    """Drops rows logged after `step` (they belong to work the resume will redo)."""
+    if not self.enabled or not self.path.exists():
+      return
+    kept = [line for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    self.path.write_text("".join(line + "\n" for line in kept))
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split}
+    row.update({k: _plain(v) for k, v in metrics.items()})
+    with self.path.open("a") as f:
+      f.write(json.dumps(row) + "\n")
+    writer = self._tb_writer(split)
+    import tensorflow as tf
+    with writer.as_default():
+      for key, value in row.items():
+        if key not in ("step", "split") and isinstance(value, (int, float)):
+          tf.summary.scalar(key, value, step=int(step))
+    writer.flush()
+
+  def _tb_writer(self, split: str):
+    if split not in self._tb_writers:
+      import tensorflow as tf
+      self._tb_writers[split] = tf.summary.create_file_writer(str(self._tb_dir / split))
+    return self._tb_writers[split]
+
+  def close(self) -> None:
+    for writer in self._tb_writers.values():
+      writer.close()
+    self._tb_writers = {}
+
+
+def _plain(value):
+  value = value.item() if hasattr(value, "item") else value
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/inf; keep them readable
+  return value
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = epath.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class ProgressLine:
+  """A live one-line status: step/total, loss, examples/s, ETA.
+
+  On a terminal the line is redrawn in place; elsewhere (logs, CI, notebooks)
+  each update is its own line.
+  """
+
+  def __init__(self, total_steps: int, enabled: bool = True, stream=None):
+    self.total = total_steps
+    self.enabled = enabled
+    self.stream = stream or sys.stdout
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self._open = False
+
+  def update(self, step: int, fields: dict, seconds_per_step: float) -> None:
+    if not self.enabled:
+      return
+    eta = format_duration((self.total - step) * seconds_per_step)
+    parts = [f"step {step}/{self.total}"]
+    parts += [f"{k} {_fmt(v)}" for k, v in fields.items()]
+    parts.append(f"ETA {eta}")
+    line = " | ".join(parts)
+    if self.tty:
+      self.stream.write("\r\033[K" + line)
+      self._open = True
+    else:
+      self.stream.write(line + "\n")
+    self.stream.flush()
+
+  def print(self, text: str) -> None:
+    """A message that must not be overwritten by the next update."""
+    if not self.enabled:
+      return
+    if self._open:
+      self.stream.write("\n")
+      self._open = False
+    self.stream.write(text + "\n")
+    self.stream.flush()
+
+
+def _fmt(value):
+  if isinstance(value, float):
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+      return f"{value:.3e}"
+    return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.0f}"
+  return str(value)
+
+
+class Timer:
+  def __init__(self):
+    self.start = time.perf_counter()
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.start

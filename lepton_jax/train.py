@@ -1,0 +1,243 @@
+"""train_and_evaluate(config, workdir): the one train loop.
+
+Read top to bottom: set-up, data, model and state, restore, compile, train.
+Everything the loop does per step is a jitted function of (state, batch); the
+host only feeds batches and, every `log_every_steps`, reads metrics back.
+"""
+
+import json
+import math
+import time
+
+import jax
+import numpy as np
+from etils import epath
+
+from lepton_jax import checkpointing, config_lib, mesh as mesh_lib, optimizers, registry
+from lepton_jax import sharding, steps, train_state
+from lepton_jax.data import ops, pipeline
+from lepton_jax.errors import UserError
+from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpoint saved, run the same command again"
+
+
+class TrainingDiverged(UserError):
+  exit_code = 3
+
+
+class Preempted(Exception):
+  """Raised after the preemption checkpoint has committed."""
+
+  exit_code = PREEMPTED_EXIT_CODE
+
+
+def prepare_workdir(workdir: str) -> epath.Path:
+  path = epath.Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f"workdir {workdir!r} is not writable ({e.strerror or e}); choose another "
+                    "--workdir") from e
+  return path
+
+
+class Run:
+  """Everything built from a config for one run: data, model, state, steps."""
+
+  def __init__(self, config, workdir: str, devices=None):
+    self.config = config
+    self.workdir = prepare_workdir(workdir)
+    self.is_primary = jax.process_index() == 0
+
+    # ---------------------------------------------------------------- data
+    self.mesh = mesh_lib.make_mesh(config.mesh, devices)
+    mesh_lib.check_batch(config.batch_size, self.mesh)
+    self.eval_batch_size = config.eval.batch_size or config.batch_size
+    mesh_lib.check_batch(self.eval_batch_size, self.mesh, "eval.batch_size")
+    self.dataset = registry.get("dataset", config.data.name)(config.data)
+    self.info = self.dataset.info()
+    self.experiment = registry.get("experiment", config.experiment)(config, self.info)
+    self.layout = pipeline.ShardLayout.create(config.data.num_shards, jax.process_index(),
+                                              jax.process_count())
+    self.train_data = pipeline.TrainData(self.dataset, config.data.train_split, config.batch_size,
+                                         config.seed, self.layout)
+    self.steps_per_epoch = self.train_data.steps_per_epoch
+    if config.num_train_steps > 0:
+      self.total_steps = int(config.num_train_steps)
+    else:
+      self.total_steps = max(1, math.ceil(config.num_epochs * self.steps_per_epoch))
+    self.eval_every = config.eval_every_steps if config.eval_every_steps > 0 else self.steps_per_epoch
+    self.checkpoint_every = (config.checkpoint_every_steps if config.checkpoint_every_steps > 0
+                             else self.steps_per_epoch)
+    self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
+
+    # ------------------------------------------------------ model and state
+    accumulation = int(config.optimizer.accumulation_steps)
+    if accumulation < 1 or (config.batch_size // mesh_lib.data_parallel_size(self.mesh)) % accumulation:
+      raise UserError(f"optimizer.accumulation_steps={accumulation} must be >= 1 and divide the "
+                      f"per-device batch {config.batch_size // mesh_lib.data_parallel_size(self.mesh)}")
+    self.tx, self.schedule = optimizers.build(config.optimizer, self.total_steps)
+    self.preprocess = ops.build(config.data.preprocess)
+    augment = ops.build(config.data.augment)
+    self.model = train_state.build_model(config, self.experiment)
+    init_fn = train_state.make_init_fn(self.model, self.tx, self.info, self.preprocess,
+                                       use_ema=config.ema_decay > 0)
+    self.init_rng = jax.random.PRNGKey(config.seed)
+    self.abstract_state = jax.eval_shape(init_fn, self.init_rng)
+    self.state_shardings = sharding.state_shardings(
+        self.abstract_state, self.mesh, config.sharding.rules, config.sharding.strict)
+    self.init_state = jax.jit(init_fn, out_shardings=self.state_shardings)
+    replicated = mesh_lib.replicated(self.mesh)
+    self.train_step = jax.jit(
+        steps.make_train_step(self.model, self.experiment, self.tx, self.schedule, self.preprocess,
+                              augment, self.info.input_key, accumulation, config.ema_decay),
+        in_shardings=(self.state_shardings, self.batch_sharding),
+        out_shardings=(self.state_shardings, replicated),
+        donate_argnums=0)
+    self.eval_step = jax.jit(
+        steps.make_eval_step(self.model, self.experiment, self.preprocess, self.info.input_key),
+        in_shardings=(self.state_shardings, self.batch_sharding), out_shardings=replicated)
+    self.add_stats = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + y, a, b))
+
+  def global_batch(self, batch):
+    return pipeline.make_global(batch, self.batch_sharding)
+
+  def abstract_batch(self):
+    """The train batch as ShapeDtypeStructs (for compiling ahead of the data)."""
+    local = self.train_data.batch(0)
+    return {k: jax.ShapeDtypeStruct((self.config.batch_size,) + v.shape[1:], v.dtype,
+                                    sharding=self.batch_sharding) for k, v in local.items()}
+
+  def evaluate(self, state, split: str | None = None) -> dict[str, float]:
+    split = split or self.config.eval.split
+    data = pipeline.EvalData(self.dataset, split, self.eval_batch_size, self.layout)
+    stats = None
+    for batch in pipeline.prefetch(data.batches(), self.global_batch, self.config.data.prefetch):
+      batch_stats = self.eval_step(state, batch)
+      stats = batch_stats if stats is None else self.add_stats(stats, batch_stats)
+    stats = jax.device_get(stats)
+    if int(round(float(stats["count"]))) != data.num_examples:
+      raise RuntimeError(f"evaluated {stats['count']} examples of {split!r}, expected "
+                         f"{data.num_examples}")
+    return self.experiment.summarize(stats)
+
+  def run_record(self) -> dict:
+    """Facts about the run that predict/export/report need besides the config."""
+    return {
+        "dataset": {"name": self.info.name, "input_key": self.info.input_key,
+                    "input_shape": list(self.info.input_shape),
+                    "input_dtype": np.dtype(self.info.input_dtype).name,
+                    "num_classes": self.info.num_classes, "label_names": list(self.info.label_names),
+                    "split_sizes": self.info.split_sizes,
+                    "input_description": self.info.input_description},
+        "total_steps": self.total_steps,
+        "steps_per_epoch": self.steps_per_epoch,
+        "param_count": train_state.param_count(self.abstract_state.params),
+        "mesh": dict(self.mesh.shape),
+        "process_count": jax.process_count(),
+    }
+
+
+def first_nonfinite(history: list[tuple[int, dict]]):
+  for step, metrics in history:
+    for name in ("loss", "grad_norm"):
+      if name in metrics and not np.isfinite(metrics[name]):
+        return step, name, metrics[name]
+  return None
+
+
+def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and
+  returns the final eval metrics."""
+  # ---------------------------------------------------------------- set-up
+  start_time = time.time()
+  run = Run(config, workdir, devices)
+  writer = MetricWriter(workdir, enabled=run.is_primary)
+  progress = ProgressLine(run.total_steps, enabled=run.is_primary)
+  if run.is_primary:
+    (run.workdir / "config.json").write_text(config_lib.to_json(config))
+    (run.workdir / "run.json").write_text(json.dumps(run.run_record(), indent=2))
+  progress.print(mesh_lib.summary(run.mesh, config.batch_size))
+  progress.print(f"model {config.model.name}: {run.run_record()['param_count']:,} parameters; "
+                 f"data {run.info.name}: {run.steps_per_epoch} steps/epoch, "
+                 f"{run.total_steps} steps in all")
+
+  # ---------------------------------------------------------------- restore
+  checkpointer = checkpointing.Checkpointer(workdir)
+  abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state = checkpointer.restore(abstract, latest)
+    progress.print(f"resumed from checkpoint at step {latest}")
+  else:
+    state = run.init_state(run.init_rng)
+  start_step = int(jax.device_get(state.step))
+  writer.truncate_after(start_step)
+
+  # ---------------------------------------------------------------- compile
+  t0 = time.perf_counter()
+  train_step = run.train_step.lower(abstract, run.abstract_batch()).compile()
+  compile_seconds = time.perf_counter() - t0
+  progress.print(f"train step compiled in {compile_seconds:.1f}s")
+
+  # ---------------------------------------------------------------- train
+  batches = pipeline.prefetch(run.train_data.batches(start_step), run.global_batch,
+                              config.data.prefetch)
+  history: list[tuple[int, dict]] = []  # device metrics since the last log
+  last_log_time, last_log_step, input_wait = time.perf_counter(), start_step, 0.0
+  final_metrics: dict = {}
+  try:
+    for step in range(start_step + 1, run.total_steps + 1):
+      t_wait = time.perf_counter()
+      batch = next(batches)
+      input_wait += time.perf_counter() - t_wait
+      with jax.transfer_guard("disallow"):
+        state, metrics = train_step(state, batch)
+      history.append((step, metrics))
+
+      is_last = step == run.total_steps
+      must_save = is_last or step % run.checkpoint_every == 0
+      stop = stop_requested is not None and stop_requested()
+      if is_last or must_save or stop or step % config.log_every_steps == 0:
+        history = [(s, jax.device_get(m)) for s, m in history]
+        bad = first_nonfinite(history)
+        if bad:
+          raise TrainingDiverged(f"training diverged: {bad[1]} is {bad[2]} at step {bad[0]}; "
+                                 "the last good checkpoint is kept; lower the learning rate or "
+                                 "clip gradients (optimizer.grad_clip_norm)")
+        elapsed = time.perf_counter() - last_log_time
+        n = step - last_log_step
+        means = {k: float(np.mean([m[k] for _, m in history])) for k in history[-1][1]}
+        means.update(examples_per_sec=n * config.batch_size / elapsed,
+                     step_time_ms=1000 * elapsed / n, input_wait_fraction=input_wait / elapsed)
+        if step == start_step + n:
+          means["compile_seconds"] = compile_seconds
+        writer.write(step, "train", means)
+        progress.update(step, {"loss": means["loss"], "ex/s": means["examples_per_sec"]},
+                        elapsed / n)
+        history, last_log_time, last_log_step, input_wait = [], time.perf_counter(), step, 0.0
+
+      if is_last or step % run.eval_every == 0:
+        final_metrics = run.evaluate(state)
+        writer.write(step, config.eval.split, final_metrics)
+        progress.print(f"eval {config.eval.split} at step {step}: " +
+                       ", ".join(f"{k} {v:.4f}" for k, v in final_metrics.items()))
+      if must_save or stop:
+        checkpointer.save(step, state, {"metrics": final_metrics} if final_metrics else {})
+      if stop and not is_last:
+        checkpointer.wait()
+        progress.print(f"stopped at step {step}: checkpoint committed; run the same command "
+                       "to continue")
+        raise Preempted(step)
+    checkpointer.wait()
+  finally:
+    batches.close()
+    checkpointer.close()
+    writer.close()
+
+  progress.print(f"done: {run.total_steps} steps in {format_duration(time.time() - start_time)}")
+  return dict(final_metrics, step=run.total_steps)
