@@ -53,6 +53,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.best_metric = "accuracy"  # metric that picks the best checkpoint
   c.eval.best_mode = "max"  # max or min: which direction is better for best_metric
 
+  # Checkpoints go to WORKDIR/checkpoints every checkpoint_every_steps, at the end and on
+  # SIGTERM/SIGINT; re-running the same command resumes from the newest complete one.
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.keep_last = 3  # keep the newest N checkpoints (at least 1)
+  c.checkpoint.keep_best = 1  # also keep the N best by eval.best_metric/eval.best_mode; 0: none
+  c.checkpoint.async_save = True  # write checkpoints in the background while training goes on
+
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax_cross_entropy"  # registered loss
   c.loss.label_smoothing = 0.0  # label smoothing for cross-entropy losses

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", help="directory (or gs:// path) for checkpoints, logs and metrics")
   p.add_argument("--mode", choices=("train", "eval"), default="train",
                  help="train (resuming from the workdir), or evaluate its latest checkpoint")
+  p.add_argument("--checkpoint", default="latest",
+                 help="with --mode=eval: latest, best (by eval.best_metric) or a step number")
+  p.add_argument("--sweep", action="store_true",
+                 help="run every point of the config file's get_sweep() in WORKDIR/<index>_<key=value...>")
   p.add_argument("--list", action="store_true", help="print every registered name, by kind")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() (automatic on Cloud TPU pods)")
@@ -95,6 +99,11 @@ def main(argv: list[str]) -> int:
     raise UserError("--config is required, e.g. --config configs/quickstart.py")
   if not args.workdir:
     raise UserError("--workdir is required: the directory for checkpoints and logs")
+  if args.sweep:
+    initialize_distributed(args)
+    from lepton_jax import sweep
+    return sweep.run_sweep(args.config, args.workdir, overrides, mode=args.mode,
+                           checkpoint=args.checkpoint, stop_requested=StopFlag().install())
   from lepton_jax import config_lib
   config = config_lib.load(args.config)
   config_lib.apply_overrides(config, overrides)
@@ -102,7 +111,7 @@ def main(argv: list[str]) -> int:
   from lepton_jax import train
   if args.mode == "eval":
     from lepton_jax import evaluate
-    evaluate.evaluate_workdir(config, args.workdir)
+    evaluate.evaluate_workdir(config, args.workdir, checkpoint=args.checkpoint)
     return 0
   try:
     train.train_and_evaluate(config, args.workdir, stop_requested=StopFlag().install())

@@ -167,14 +167,21 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
                  f"{run.total_steps} steps in all")
 
   # ---------------------------------------------------------------- restore
-  checkpointer = checkpointing.Checkpointer(workdir)
+  # The newest readable checkpoint of the workdir (an unreadable newest one is skipped with a
+  # warning); else a fresh state, with config.init_from's parameters if set.
+  checkpointer = checkpointing.Checkpointer.for_training(workdir, config)
   abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state = checkpointer.restore(abstract, latest)
-    progress.print(f"resumed from checkpoint at step {latest}")
+  restored = checkpointer.restore_latest(abstract)
+  resumed_meta: dict = {}
+  if restored is not None:
+    state, resumed_meta = restored.state, restored.meta
+    progress.print(f"resumed from checkpoint at step {restored.step}")
   else:
     state = run.init_state(run.init_rng)
+    if config.init_from:
+      state, report = checkpointing.load_init_from(config.init_from, config.init_from_params,
+                                                   abstract, state)
+      progress.print(report)
   start_step = int(jax.device_get(state.step))
   writer.truncate_after(start_step)
 
@@ -187,9 +194,10 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
   # ---------------------------------------------------------------- train
   batches = pipeline.prefetch(run.train_data.batches(start_step), run.global_batch,
                               config.data.prefetch)
-  history: list[tuple[int, dict]] = []  # device metrics since the last log
+  # metrics since the last log (a checkpoint taken between logs carries those of its steps)
+  history = checkpointing.history_from_json(resumed_meta.get("pending_train_metrics"))
   last_log_time, last_log_step, input_wait = time.perf_counter(), start_step, 0.0
-  final_metrics: dict = {}
+  final_metrics: dict = dict(resumed_meta.get("metrics") or {})
   try:
     for step in range(start_step + 1, run.total_steps + 1):
       t_wait = time.perf_counter()
@@ -201,8 +209,9 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
 
       is_last = step == run.total_steps
       must_save = is_last or step % run.checkpoint_every == 0
-      stop = stop_requested is not None and stop_requested()
-      if is_last or must_save or stop or step % config.log_every_steps == 0:
+      stop = checkpointing.should_stop(step, stop_requested,
+                                       exchange=must_save or step % config.log_every_steps == 0)
+      if is_last or must_save or step % config.log_every_steps == 0:
         history = [(s, jax.device_get(m)) for s, m in history]
         bad = first_nonfinite(history)
         if bad:
@@ -227,13 +236,27 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
         progress.print(f"eval {config.eval.split} at step {step}: " +
                        ", ".join(f"{k} {v:.4f}" for k, v in final_metrics.items()))
       if must_save or stop:
-        checkpointer.save(step, state, {"metrics": final_metrics} if final_metrics else {})
+        history = [(s, jax.device_get(m)) for s, m in history]  # steps not logged yet (a stop)
+        bad = first_nonfinite(history)
+        if bad:
+          raise TrainingDiverged(f"training diverged: {bad[1]} is {bad[2]} at step {bad[0]}; "
+                                 "the last good checkpoint is kept; lower the learning rate or "
+                                 "clip gradients (optimizer.grad_clip_norm)")
+        evaluated = is_last or step % run.eval_every == 0
+        checkpointer.save(step, state, meta={
+            "metrics": final_metrics,
+            "pending_train_metrics": checkpointing.history_to_json(history)},
+            metrics=final_metrics if evaluated else None)
       if stop and not is_last:
         checkpointer.wait()
         progress.print(f"stopped at step {step}: checkpoint committed; run the same command "
                        "to continue")
         raise Preempted(step)
     checkpointer.wait()
+    if start_step >= run.total_steps:  # the run was already complete: evaluate what it left
+      final_metrics = run.evaluate(state)
+      progress.print(f"eval {config.eval.split} at step {start_step}: " +
+                     ", ".join(f"{k} {v:.4f}" for k, v in final_metrics.items()))
   finally:
     batches.close()
     checkpointer.close()

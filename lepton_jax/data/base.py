@@ -1,5 +1,7 @@
 """The dataset interface: a registered class turns `config.data` into arrays."""
 
+import functools
+
 import numpy as np
 
 from lepton_jax.data import tfds_source
@@ -12,6 +14,16 @@ class Dataset:
   `info()` and, if inputs need host-side work beyond decoding, `host_transform`
   (also applied by predict to new inputs, so training and serving agree).
   """
+
+  # builder() and info() are computed once per instance: preparing or opening a
+  # tfds builder costs seconds, and the pipeline asks for them per shard.
+  _CACHED = ("builder", "info")
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    for name in cls._CACHED:
+      if name in cls.__dict__:
+        setattr(cls, name, _once_per_instance(cls.__dict__[name]))
 
   def __init__(self, data_config):
     self.config = data_config
@@ -29,6 +41,18 @@ class Dataset:
     builder = self.builder()
     self.info().split_size(split)  # a clear error for an unknown split
     return tfds_source.read_split(builder, split, shard_index, num_shards, self.host_transform)
+
+
+def _once_per_instance(method):
+  attr = f"_cached_{method.__name__}"
+
+  @functools.wraps(method)
+  def wrapper(self):
+    if attr not in self.__dict__:
+      self.__dict__[attr] = method(self)
+    return self.__dict__[attr]
+
+  return wrapper
 
 
 def image_info(name, builder, input_description="") -> tfds_source.DatasetInfo:

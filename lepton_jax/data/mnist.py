@@ -70,10 +70,9 @@ class MnistFromIdx(tfds.image_classification.MNIST, skip_registration=True):
   verify_checksums: bool = True
 
   def _split_generators(self, dl_manager):
-    arrays = {}
-    for key, (stem, shape, sha) in IDX_FILES.items():
-      path = find_idx_file(self.manual_dir, stem)
-      arrays[key] = read_idx(path, shape, sha if self.verify_checksums else None)
+    paths = {key: find_idx_file(self.manual_dir, stem) for key, (stem, _, _) in IDX_FILES.items()}
+    arrays = {key: read_idx(paths[key], shape, sha if self.verify_checksums else None)
+              for key, (_, shape, sha) in IDX_FILES.items()}
     return {
         "train": self._generate_examples_from(arrays["train_images"], arrays["train_labels"]),
         "test": self._generate_examples_from(arrays["test_images"], arrays["test_labels"]),

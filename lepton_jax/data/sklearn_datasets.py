@@ -5,6 +5,8 @@
 Both get a fixed train/test split, the same on every machine.
 """
 
+import functools
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -108,13 +110,14 @@ class BreastCancer(base.Dataset):
         split_sizes={k: v.num_examples for k, v in builder.info.splits.items()},
         input_description="30 float features, standardized with training-split mean and std")
 
+  @functools.cached_property
   def _train_statistics(self):
     train = tfds_source.read_split(self.builder(), "train")["features"].astype(np.float64)
     return train.mean(0), train.std(0) + 1e-8
 
   def host_transform(self, arrays):
     # Statistics of the training split only: the test split must not leak in.
-    mean, std = self._train_statistics()
+    mean, std = self._train_statistics
     out = dict(arrays)
     out["features"] = ((arrays["features"] - mean) / std).astype(np.float32)
     return out

@@ -32,10 +32,21 @@ class DatasetInfo:
   input_description: str = ""
 
   def split_size(self, split: str) -> int:
-    if split not in self.split_sizes:
-      raise UserError(f"dataset {self.name!r} has no split {split!r}; splits are "
-                      f"{', '.join(sorted(self.split_sizes))}")
-    return self.split_sizes[split]
+    """Examples in `split`: a split name or tfds slicing syntax ('test[:1000]', 'train[90%:]')."""
+    if split in self.split_sizes:
+      return self.split_sizes[split]
+    if "[" in split or "+" in split:
+      import types
+      import tensorflow_datasets as tfds
+      infos = {k: types.SimpleNamespace(num_examples=v) for k, v in self.split_sizes.items()}
+      try:
+        parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+      except (ValueError, KeyError, AssertionError):
+        parts = None
+      if parts is not None:
+        return sum(len(range(self.split_sizes[p.splitname])[p.from_:p.to]) for p in parts)
+    raise UserError(f"dataset {self.name!r} has no split {split!r}; splits are "
+                    f"{', '.join(sorted(self.split_sizes))} (slices like 'test[:1000]' work too)")
 
 
 def data_dir(data_config) -> str | None:
@@ -47,6 +58,10 @@ def data_dir(data_config) -> str | None:
 
 def prepare(builder, download_config=None) -> None:
   """Builds the tfds dataset on disk once; later calls find it prepared."""
+  import tensorflow_datasets as tfds
+  if builder.is_prepared():
+    return
+  tfds.disable_progress_bar()  # per-example bars flood logs and CI output
   try:
     builder.download_and_prepare(download_config=download_config)
   except UserError:

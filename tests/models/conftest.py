@@ -6,6 +6,20 @@ import numpy as np
 import optax
 import pytest
 
+# XLA:CPU takes seconds to compile each threefry random draw of a new shape
+# (minutes for a whole ResNet init on a busy 2-core machine); the 'rbg' PRNG
+# compiles in a fraction of that. Tests only need *some* randomness.
+PRNG_IMPL = "rbg"
+
+
+def key(seed: int):
+  return jax.random.key(seed, impl=PRNG_IMPL)
+
+
+def init(model, x, seed: int = 0):
+  """Variables of `model` for input `x` (jitted: one compile instead of one per op)."""
+  return jax.jit(model.init)({"params": key(seed), "dropout": key(seed + 1)}, x)
+
 
 def param_count_of(model, x) -> int:
   """Parameters of `model` initialised on `x`, by shape only (nothing is computed)."""
@@ -21,7 +35,7 @@ def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int
   eval-mode figures computed with train=False, i.e. batch norm running averages
   and no dropout. `y` holds integer labels of the leading shape of the logits.
   """
-  variables = model.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}, x)
+  variables = init(model, x, seed)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   tx = optax.adam(learning_rate)
@@ -39,7 +53,7 @@ def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-  rng = jax.random.key(seed + 2)
+  rng = key(seed + 2)
   for i in range(steps):
     params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.fold_in(rng, i))
   logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
@@ -50,18 +64,18 @@ def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int
 
 def assert_dropout_behaviour(model, x):
   """Train mode: two dropout rngs give different outputs; eval mode: no rng needed, deterministic."""
-  variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+  variables = init(model, x)
   mutable = ["batch_stats"] if "batch_stats" in variables else False
 
   def train_out(seed):
-    out = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(seed)}, mutable=mutable)
+    out = model.apply(variables, x, train=True, rngs={"dropout": key(seed)}, mutable=mutable)
     return out[0] if mutable else out
 
   a, b = train_out(1), train_out(2)
   assert not np.allclose(a, b), "dropout should make train-mode outputs depend on the rng"
   np.testing.assert_array_equal(a, train_out(1))
   e1 = model.apply(variables, x, train=False)
-  e2 = model.apply(variables, x, train=False, rngs={"dropout": jax.random.key(3)})
+  e2 = model.apply(variables, x, train=False, rngs={"dropout": key(3)})
   np.testing.assert_array_equal(e1, e2)
   assert not np.allclose(a, e1)
 
@@ -76,6 +90,16 @@ def rng():
 @pytest.fixture
 def param_count():
   return param_count_of
+
+
+@pytest.fixture
+def make_key():
+  return key
+
+
+@pytest.fixture
+def init_vars():
+  return init
 
 
 @pytest.fixture

@@ -16,20 +16,19 @@ def test_parameter_count_matches_docstring(param_count, kwargs, expected):
   assert f"{expected:,}" in ResNet.__doc__
 
 
-def test_output_shapes():
+def test_output_shapes(init_vars):
   model = ResNet(num_classes=10, stage_sizes=(1, 1, 1), width=8)
   x = jnp.zeros((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x)
-  assert model.apply(variables, x).shape == (2, 10)
+  assert model.apply(init_vars(model, x), x).shape == (2, 10)
   # Grayscale images without a channel axis.
   g = jnp.zeros((2, 28, 28))
-  assert model.apply(model.init(jax.random.key(0), g), g).shape == (2, 10)
+  assert model.apply(init_vars(model, g), g).shape == (2, 10)
 
 
-def test_batch_stats_update_in_train_mode_only(rng):
+def test_batch_stats_update_in_train_mode_only(rng, init_vars):
   model = ResNet(num_classes=3, stage_sizes=(1,), width=4)
   x = jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32) + 1.0
-  variables = model.init(jax.random.key(0), x)
+  variables = init_vars(model, x)
   _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
   before, after = variables["batch_stats"]["stem_bn"], updates["batch_stats"]["stem_bn"]
   assert not np.allclose(before["mean"], after["mean"])
@@ -40,10 +39,10 @@ def test_batch_stats_update_in_train_mode_only(rng):
   assert not np.allclose(a, b)
 
 
-def test_bfloat16_compute_returns_float32():
+def test_bfloat16_compute_returns_float32(init_vars):
   model = ResNet(num_classes=4, stage_sizes=(1, 1), width=8, dtype=jnp.bfloat16)
   x = jnp.ones((2, 8, 8, 3))
-  variables = model.init(jax.random.key(0), x)
+  variables = init_vars(model, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
   out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
   assert out.dtype == jnp.float32 and out.shape == (2, 4)

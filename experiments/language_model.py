@@ -1,0 +1,116 @@
+"""Language modelling: next-token cross-entropy over (batch, time) tokens.
+
+    config.experiment = "language_model"
+    config.data.name = "text_files"              # tokens (B, T) and targets (B, T), int32
+    config.model.name = "transformer_lm"         # or lstm/gru with head='lm'
+    config.metrics = ("loss", "bits_per_byte", "accuracy")
+    config.eval.best_metric, config.eval.best_mode = "loss", "min"
+
+The model maps the dataset's input (`tokens`, B x T) to logits (B, T, vocab);
+the loss at position t is the cross-entropy of `targets`[t] (the next byte).
+Training uses config.loss (label smoothing included); evaluation sums the
+plain cross-entropy (no smoothing) and correct predictions over every token
+of the real (unmasked) rows, so `loss` is the exact mean per token over the
+split (in nats), `bits_per_byte` = loss / ln 2 (per token: a byte for
+byte-level data), `perplexity` = exp(loss) and `accuracy` the fraction of
+tokens whose most likely next token is the right one. Metrics of a confusion
+matrix (precision, recall, f1) do not apply.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lepton_jax import metrics, registry
+from lepton_jax.errors import UserError
+
+# Metrics of the statistics this experiment sums; anything else (the confusion
+# matrix metrics) is refused when the experiment is built.
+LM_METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy")
+
+
+@registry.register("metric", "bits_per_byte")
+def bits_per_byte(stats):
+  """Mean loss in bits (loss / ln 2): bits per byte for byte-level language models."""
+  return metrics.loss(stats) / math.log(2.0)
+
+
+@registry.register("metric", "perplexity")
+def perplexity(stats):
+  """exp(mean loss): the perplexity of a language model."""
+  return math.exp(min(metrics.loss(stats), 700.0))
+
+
+@registry.register("experiment", "language_model")
+class LanguageModel:
+  """Next-token prediction: (B, T) tokens -> (B, T, vocab) logits, scored against targets."""
+
+  def __init__(self, config, info):
+    self.info = info
+    self.input_key = info.input_key
+    self.label_key = info.label_key
+    if len(info.input_shape) != 1 or not jnp.issubdtype(info.input_dtype, jnp.integer):
+      raise UserError(f"experiment 'language_model' needs integer token sequences; dataset "
+                      f"{info.name!r} gives {info.input_key!r} of shape {tuple(info.input_shape)} "
+                      f"and dtype {info.input_dtype.__name__ if hasattr(info.input_dtype, '__name__') else info.input_dtype} "
+                      "(use data.name='text_files')")
+    self.vocab_size = int(info.num_classes)
+    self.tokens_per_example = int(info.input_shape[0])  # T: the loop's tokens/s = examples/s * T
+    self.loss_fn = registry.get("loss", config.loss.name)
+    self.label_smoothing = float(config.loss.get("label_smoothing", 0.0))
+    self.metric_names = tuple(config.metrics)
+    for name in self.metric_names:
+      registry.get("metric", name)  # a typo fails now, not after training
+    unfit = [n for n in self.metric_names if n not in LM_METRICS]
+    if unfit:
+      raise UserError(f"metric(s) {', '.join(unfit)} do not apply to experiment 'language_model'; "
+                      f"choose from {', '.join(LM_METRICS)} (config.metrics)")
+
+  @property
+  def model_kwargs(self) -> dict:
+    return {"vocab_size": self.vocab_size}
+
+  def _targets(self, batch):
+    return batch[self.label_key].astype(jnp.int32)
+
+  def loss(self, outputs, batch):
+    """Per-example loss: the mean over the example's tokens, shape (B,)."""
+    per_token = self.loss_fn(outputs, self._targets(batch), label_smoothing=self.label_smoothing)
+    return per_token.reshape(per_token.shape[0], -1).mean(axis=-1)
+
+  def predictions(self, outputs):
+    return jnp.argmax(outputs, axis=-1)
+
+  def probabilities(self, outputs):
+    return jax.nn.softmax(outputs, axis=-1)
+
+  def train_metrics(self, outputs, batch, per_example_loss):
+    correct = self.predictions(outputs) == self._targets(batch)
+    return {"loss": per_example_loss.mean(), "accuracy": correct.mean()}
+
+  def eval_statistics(self, outputs, batch, mask):
+    """Sums over the tokens of the real (unmasked) rows of one batch."""
+    targets = self._targets(batch)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
+    weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (targets.ndim - 1)),
+                               targets.shape).astype(jnp.float32)
+    correct = (self.predictions(outputs) == targets).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(per_token * weights),
+        "correct": jnp.sum(correct * weights),
+        "tokens": jnp.sum(weights),
+        "count": jnp.sum(mask.astype(jnp.float32)),  # examples: the loop checks it
+    }
+
+  def summarize(self, stats) -> dict[str, float]:
+    tokens = max(float(stats["tokens"]), 1.0)
+    per_token = {"loss_sum": stats["loss_sum"], "count": stats["tokens"]}
+    out = {}
+    for name in self.metric_names:
+      if name == "accuracy":
+        out[name] = float(stats["correct"]) / tokens
+      else:
+        out[name] = registry.get("metric", name)(per_token)
+    return out

@@ -1,0 +1,271 @@
+"""Exporting a trained workdir for serving, without lepton_jax:
+
+    python -m lepton_jax.export --workdir W --out DIR [--checkpoint latest|best|STEP]
+        [--platforms cpu,cuda,tpu] [--no_saved_model]
+
+writes
+
+    DIR/model.jax_export   serialized `jax.export` (StableHLO) of the whole inference
+                           function, raw input -> host transform -> preprocess -> model
+                           -> probabilities, batch-polymorphic (input shape (b, ...));
+    DIR/saved_model/       the same function as a TensorFlow SavedModel (jax2tf,
+                           polymorphic batch, parameters as variables) for TF-serving:
+                           signature `serving_default`, input named after the
+                           dataset's input key, output `probabilities`;
+    DIR/metadata.json      input shape/dtype, preprocessing, label names, what the
+                           output means, how to load both artifacts.
+
+Loading them needs only jax (or only tensorflow):
+
+    exported = jax.export.deserialize(open("DIR/model.jax_export", "rb").read())
+    probabilities = exported.call(images_uint8)                   # (N, 28, 28, 1) -> (N, 10)
+
+    model = tf.saved_model.load("DIR/saved_model")
+    probabilities = model.signatures["serving_default"](image=images)["probabilities"]
+
+Models with a `pool_impl` option are exported with 'reduce_window', the
+portable implementation (the forward pass is the same on every backend; the
+CPU-tuned default is not batch-polymorphic). Both artifacts are checked
+against the JAX model before the command returns.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import jax
+import numpy as np
+from etils import epath
+
+from lepton_jax import predict
+from lepton_jax.errors import UserError
+
+JAX_EXPORT_FILE = "model.jax_export"
+SAVED_MODEL_DIR = "saved_model"
+METADATA_FILE = "metadata.json"
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+VERIFY_BATCH = 3
+
+
+def check_input_shape(workdir, record: dict) -> tuple:
+  shape = record.get("dataset", {}).get("input_shape")
+  if (shape is None or not isinstance(shape, (list, tuple))
+      or any(not isinstance(d, int) or d <= 0 for d in shape)):
+    raise UserError(f"the input shape of the model in {workdir} is unknown (run.json dataset.input_shape "
+                    f"= {shape!r}); export needs the fixed shape of one example")
+  return tuple(shape)
+
+
+def export_model(predictor):
+  """The run's model as exported: portable layer implementations."""
+  model = predictor.model
+  if hasattr(model, "pool_impl") and getattr(model, "pool_impl") != "reduce_window":
+    model = model.clone(pool_impl="reduce_window")
+  return model
+
+
+def traceable_host_transform(predictor, shape, dtype):
+  """(fn, note): the dataset's host_transform as a jax function, when it traces
+  and agrees with the numpy one; (None, why) otherwise."""
+  if not predictor.has_host_transform:
+    return None, "none (the dataset has no host-side transform)"
+  key = predictor.info.input_key
+  fn = lambda x: predictor.dataset.host_transform({key: x})[key]  # noqa: E731
+  rng = np.random.default_rng(0)
+  if np.issubdtype(dtype, np.integer):
+    info = np.iinfo(dtype)
+    probe = rng.integers(info.min, min(int(info.max), 255) + 1, (4,) + shape).astype(dtype)
+  else:
+    probe = rng.normal(size=(4,) + shape).astype(dtype)
+  try:
+    traced = np.asarray(jax.jit(fn)(probe))
+    host = np.asarray(predictor.host_transform(probe))
+    if traced.shape == host.shape and np.allclose(traced, host, rtol=1e-5, atol=1e-5):
+      return fn, f"included: {type(predictor.dataset).__name__}.host_transform, traced into the graph"
+    why = "its traced result differs from the numpy one"
+  except Exception as e:  # an arbitrary numpy/Python transform may not trace
+    why = f"it does not trace ({type(e).__name__})"
+  return None, why
+
+
+def _tf_dtype(dtype):
+  import tensorflow as tf
+  return tf.as_dtype(np.dtype(dtype))
+
+
+def save_tf_saved_model(apply, variables, shape, dtype, input_key: str, path, platforms) -> None:
+  """`apply(variables, x)` as a SavedModel; batch-polymorphic, variables as tf.Variables."""
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  # TensorFlow's XlaCallModule may read an older StableHLO than this jax writes: its runtime
+  # shape-assertion op is newer, so the batch check is left to the TensorSpec (b >= 0 works).
+  tf_fn = jax2tf.convert(apply, polymorphic_shapes=[None, "(b, ...)"], with_gradient=False,
+                         native_serialization_platforms=tuple(platforms),
+                         native_serialization_disabled_checks=[
+                             jax.export.DisabledSafetyCheck.shape_assertions()])
+  tf_vars = tf.nest.map_structure(tf.Variable, jax.tree.map(np.asarray, variables))
+  module = tf.Module()
+  module._variables = tf.nest.flatten(tf_vars)  # tracked, so the SavedModel stores them
+
+  @tf.function(autograph=False, jit_compile=False,
+               input_signature=[tf.TensorSpec((None,) + tuple(shape), _tf_dtype(dtype), name=input_key)])
+  def serve(x):
+    return {"probabilities": tf_fn(tf_vars, x)}
+
+  module.serve = serve
+  tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
+def output_meaning(predictor) -> str:
+  if predictor.binary:
+    names = predictor.label_names
+    return (f"(batch, 2) float32: [P({names[0]}), P({names[1]})] from one sigmoid logit; "
+            f"predict {names[1]!r} when P({names[1]}) >= the threshold (default 0.5)")
+  if predictor.language_model:
+    return "(batch, time, vocab) float32: the next-token distribution at every position"
+  return "(batch, num_classes) float32: softmax probabilities over the classes, in label_names order"
+
+
+def metadata(predictor, shape, dtype, host_note, platforms, files, verification) -> dict:
+  config = predictor.config
+  out_dim = 2 if predictor.binary else predictor.info.num_classes
+  meta = {
+      "format_version": 1,
+      "workdir": predictor.workdir,
+      "checkpoint_step": int(predictor.step),
+      "experiment": config.experiment,
+      "model": config.model.name,
+      "dataset": predictor.info.name,
+      "input": {"name": predictor.info.input_key, "shape": [None] + list(shape),
+                "dtype": np.dtype(dtype).name,
+                "description": predictor.info.input_description or "raw examples as in the dataset"},
+      "preprocessing": {
+          "host_transform": host_note,
+          "device_ops": list(config.data.preprocess),
+          "image_files": ("decode, convert to the input's channels (L/RGB/RGBA) and resize "
+                          "(bilinear) to its height and width, as lepton_jax.predict does"),
+      },
+      "output": {"name": "probabilities", "shape": [None, out_dim], "dtype": "float32",
+                 "meaning": output_meaning(predictor)},
+      "label_names": predictor.label_names,
+      "platforms": list(platforms),
+      "files": files,
+      "usage": {
+          "jax": (f"exp = jax.export.deserialize(open('{JAX_EXPORT_FILE}', 'rb').read()); "
+                  "probs = exp.call(x)"),
+          "tensorflow": (f"m = tf.saved_model.load('{SAVED_MODEL_DIR}'); probs = m.signatures["
+                         f"'serving_default']({predictor.info.input_key}=x)['probabilities']"),
+      },
+      "verification": verification,
+      "versions": {"jax": jax.__version__},
+  }
+  if predictor.binary:
+    meta["threshold"] = 0.5
+  return meta
+
+
+def export_workdir(workdir, out_dir, checkpoint="latest", platforms=DEFAULT_PLATFORMS,
+                   saved_model: bool = True, verbose: bool = True) -> dict:
+  """Exports checkpoint `checkpoint` of `workdir` into `out_dir`; returns the metadata."""
+  record = predict.read_run_record(workdir)
+  shape = check_input_shape(workdir, record)
+  dtype = np.dtype(record["dataset"]["input_dtype"])
+  platforms = tuple(platforms)
+  predictor = predict.load(workdir, checkpoint)
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+
+  host_fn, host_note = traceable_host_transform(predictor, shape, dtype)
+  if predictor.has_host_transform and host_fn is None:
+    warnings.warn(f"the dataset's host_transform is not part of the export ({host_note}): inputs "
+                  "must be host-transformed first")
+    host_note = (f"NOT included ({host_note}): apply {type(predictor.dataset).__name__}"
+                 ".host_transform to inputs first")
+  model = export_model(predictor)
+  fn = predictor.probabilities_fn(host_fn, model)
+
+  spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, ...", like=(None,) + shape), dtype)
+  try:
+    exported = jax.export.export(jax.jit(fn), platforms=platforms)(spec)
+  except Exception as e:  # lowering errors carry long messages: keep the first line
+    raise UserError(f"cannot export {config_name(predictor)} batch-polymorphically: "
+                    f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+  (out / JAX_EXPORT_FILE).write_bytes(exported.serialize())
+  files = {"jax_export": JAX_EXPORT_FILE}
+
+  # Checks on a batch size the export never saw: the JAX model (predict) against both artifacts.
+  probe = _probe_batch(predictor, shape, dtype, VERIFY_BATCH)
+  reference = predictor.predict(probe)
+  reloaded = jax.export.deserialize(bytearray((out / JAX_EXPORT_FILE).read_bytes()))
+  verification = {"batch_size": VERIFY_BATCH,
+                  "jax_export_max_abs_diff": float(np.abs(np.asarray(reloaded.call(probe)) - reference).max())}
+  if saved_model:
+    path = out / SAVED_MODEL_DIR
+    save_tf_saved_model(predictor.apply_fn(host_fn, model), predictor.variables, shape, dtype,
+                        predictor.info.input_key, path, platforms)
+    files["saved_model"] = SAVED_MODEL_DIR
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(path))
+    tf_out = loaded.signatures["serving_default"](**{predictor.info.input_key: tf.constant(probe)})
+    verification["saved_model_max_abs_diff"] = float(
+        np.abs(tf_out["probabilities"].numpy() - reference).max())
+  meta = metadata(predictor, shape, dtype, host_note, platforms, files, verification)
+  (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+  worst = max(v for k, v in verification.items() if k.endswith("diff"))
+  if worst > 1e-4:
+    raise RuntimeError(f"exported model differs from the JAX model by {worst:g}: see {out / METADATA_FILE}")
+  if verbose:
+    print(f"exported {config_name(predictor)} (checkpoint {predictor.step}) to {out}: "
+          + ", ".join(files.values()) + f", {METADATA_FILE}; input (b, "
+          + ", ".join(map(str, shape)) + f") {dtype.name}; max |diff| vs JAX {worst:.2g}")
+  return meta
+
+
+def config_name(predictor) -> str:
+  return f"{predictor.config.model.name} on {predictor.info.name}"
+
+
+def _probe_batch(predictor, shape, dtype, n):
+  rng = np.random.default_rng(1)
+  if predictor.language_model:
+    return rng.integers(0, predictor.info.num_classes, (n,) + shape).astype(dtype)
+  if np.issubdtype(dtype, np.integer):
+    return rng.integers(0, min(int(np.iinfo(dtype).max), 255) + 1, (n,) + shape).astype(dtype)
+  return rng.normal(size=(n,) + shape).astype(dtype)
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UserError(f"{message} (see --help)")
+
+
+def main(argv) -> int:
+  p = _Parser(prog="python -m lepton_jax.export", description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True, help="the trained run's workdir")
+  p.add_argument("--out", required=True, help="directory for the exported artifacts")
+  p.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+  p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
+                 help="comma-separated platforms to lower for (cpu, cuda, rocm, tpu)")
+  p.add_argument("--no_saved_model", action="store_true", help="skip the TensorFlow SavedModel")
+  args = p.parse_args(argv)
+  platforms = tuple(x.strip() for x in args.platforms.split(",") if x.strip())
+  export_workdir(args.workdir, args.out, args.checkpoint, platforms, not args.no_saved_model)
+  return 0
+
+
+def run(argv=None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    code = main(argv)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    code = e.exit_code
+  sys.stdout.flush()
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  run()

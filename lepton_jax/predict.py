@@ -1,0 +1,527 @@
+"""Predictions of a trained workdir, for new inputs:
+
+    python -m lepton_jax.predict --workdir W INPUT... [--top_k 3] [--threshold 0.5] [--json]
+        [--batch_size N] [--checkpoint latest|best|STEP]
+    python -m lepton_jax.predict --workdir W_LM "Once upon a time" [--max_new_tokens 200]
+        [--temperature 0.8] [--top_k 40] [--seed 0]
+
+    from lepton_jax import predict
+    predictor = predict.load("W")                 # the run's config.json, run.json, checkpoint
+    probs = predictor.predict(images_uint8)       # (N, 28, 28, 1) raw inputs -> (N, classes)
+    rows = predictor.predict_files(["a.png", "b.npy"])
+
+A predictor does to new inputs exactly what training did to the dataset's
+examples: the dataset's `host_transform` (numpy, on the host), then the
+`config.data.preprocess` ops and the model (jitted), then the experiment's
+`probabilities`. Inputs:
+
+  image files (PNG, JPEG, ... via PIL)  converted to the dataset's channels
+      (L / RGB / RGBA) and resized (bilinear) to its input height and width;
+  .npy arrays                           one example (input shape) or a batch (N, *input shape);
+  .csv / .txt of numbers                rows of features, for 1-D feature inputs;
+  directories                           every such file inside, sorted;
+  text (language models)                a prompt, or a .txt file holding one: the
+      model samples a continuation autoregressively (`sample`).
+
+Binary experiments report P(positive label) and a decision at --threshold.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from lepton_jax.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+ARRAY_EXTENSIONS = (".npy",)
+TABLE_EXTENSIONS = (".csv", ".txt", ".tsv")
+LM_EXPERIMENTS = ("language_model", "lm", "causal_lm")
+_IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+# ---------------------------------------------------------------- the run's records
+
+def read_run_record(workdir) -> dict:
+  path = epath.Path(workdir) / "run.json"
+  if not path.exists():
+    raise UserError(f"{path} does not exist: is {workdir} a lepton_jax workdir? train into it first")
+  return json.loads(path.read_text())
+
+
+def load_config(workdir):
+  from lepton_jax import config_lib
+  return config_lib.from_json_file(str(epath.Path(workdir) / "config.json"))
+
+
+def dataset_info(record: dict):
+  """The DatasetInfo of a run, rebuilt from its run.json (no data is read)."""
+  from lepton_jax.data import tfds_source
+  d = record["dataset"]
+  shape = d.get("input_shape")
+  return tfds_source.DatasetInfo(
+      name=d["name"], input_key=d["input_key"],
+      input_shape=tuple(shape) if shape is not None else None,
+      input_dtype=np.dtype(d["input_dtype"]), num_classes=int(d["num_classes"]),
+      split_sizes=dict(d.get("split_sizes", {})), label_names=tuple(d.get("label_names", ())),
+      input_description=d.get("input_description", ""))
+
+
+def is_language_model(config, experiment, info) -> bool:
+  flag = getattr(experiment, "generative", None)
+  if flag is not None:
+    return bool(flag)
+  return config.experiment in LM_EXPERIMENTS or info.input_key == "tokens"
+
+
+def _has_host_transform(dataset) -> bool:
+  from lepton_jax.data import base
+  return type(dataset).host_transform is not base.Dataset.host_transform
+
+
+# ---------------------------------------------------------------- sampling
+
+def sample(logits_fn: Callable, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 1.0,
+           top_k: int = 0, seed: int = 0, max_len: int | None = None) -> list[int]:
+  """Autoregressive sampling from a causal model; returns the new tokens.
+
+  `logits_fn(tokens)` maps int32 (1, T) tokens to (1, T, V) logits in which
+  position t depends on tokens[:t + 1] only. Each step runs the model on a
+  fixed-width window (the prompt plus the tokens so far, the last `max_len` of
+  them when longer, zero-padded on the right) and reads the logits at the last
+  real position, so one compilation serves every step. temperature <= 0 is
+  greedy; top_k > 0 samples among the k most likely tokens only; `seed` makes
+  the draw reproducible.
+  """
+  tokens = [int(t) for t in prompt]
+  if not tokens:
+    raise UserError("empty prompt: give at least one character of text to continue")
+  if max_new_tokens < 0:
+    raise UserError(f"--max_new_tokens={max_new_tokens} must be >= 0")
+  width = len(tokens) + max_new_tokens
+  if max_len:
+    width = min(width, int(max_len))
+  temperature, top_k = float(temperature), int(top_k)
+
+  @jax.jit
+  def next_token(window, length, key):
+    logits = logits_fn(window)[0, length - 1].astype(jnp.float32)
+    if temperature <= 0:
+      return jnp.argmax(logits)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+      kth = jax.lax.top_k(logits, top_k)[0][-1]
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits)
+
+  rng = jax.random.PRNGKey(seed)
+  new = []
+  for i in range(max_new_tokens):
+    context = tokens[-width:]
+    window = np.zeros((1, width), np.int32)
+    window[0, :len(context)] = context
+    token = int(next_token(window, np.int32(len(context)), jax.random.fold_in(rng, i)))
+    tokens.append(token)
+    new.append(token)
+  return new
+
+
+class ByteCodec:
+  """UTF-8 bytes as tokens 0..255 (the default for byte-level language models)."""
+
+  def encode(self, text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+  def decode(self, tokens: Sequence[int]) -> str:
+    return bytes(int(t) % 256 for t in tokens).decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------- the predictor
+
+class Predictor:
+  """A trained model with its preprocessing, ready for new raw inputs."""
+
+  def __init__(self, workdir, config, record, info, dataset, experiment, model, variables, step,
+               batch_size: int):
+    self.workdir = str(workdir)
+    self.config = config
+    self.record = record
+    self.info = info
+    self.dataset = dataset
+    self.experiment = experiment
+    self.model = model
+    self.variables = variables
+    self.step = step
+    self.batch_size = int(batch_size)
+    from lepton_jax.data import ops
+    self.preprocess = ops.build(config.data.preprocess)
+    self._probs = jax.jit(self.probabilities_fn())
+
+  # -- facts
+  @property
+  def binary(self) -> bool:
+    return bool(getattr(self.experiment, "binary", False))
+
+  @property
+  def language_model(self) -> bool:
+    return is_language_model(self.config, self.experiment, self.info)
+
+  @property
+  def input_shape(self) -> tuple:
+    if self.info.input_shape is None:
+      raise UserError(f"the input shape of {self.workdir}'s model is unknown (run.json has none)")
+    return tuple(int(d) for d in self.info.input_shape)
+
+  @property
+  def input_dtype(self) -> np.dtype:
+    return np.dtype(self.info.input_dtype)
+
+  @property
+  def label_names(self) -> list[str]:
+    names = list(self.info.label_names)
+    return names if names else [str(i) for i in range(self.info.num_classes)]
+
+  @property
+  def has_host_transform(self) -> bool:
+    return _has_host_transform(self.dataset)
+
+  # -- the computation
+  def host_transform(self, x: np.ndarray) -> np.ndarray:
+    """The dataset's host-side transform of raw inputs (identity for most datasets)."""
+    if not self.has_host_transform:
+      return x
+    return np.asarray(self.dataset.host_transform({self.info.input_key: x})[self.info.input_key])
+
+  def apply_fn(self, host_transform: Callable | None = None, model=None) -> Callable:
+    """A jax-traceable fn(variables, x) -> probabilities: [host_transform] -> preprocess
+    -> model (default: the run's) -> the experiment's probabilities."""
+    model, experiment, preprocess = model or self.model, self.experiment, self.preprocess
+
+    def fn(variables, x):
+      if host_transform is not None:
+        x = host_transform(x)
+      x = preprocess(x, jax.random.PRNGKey(0))
+      outputs = model.apply(variables, x, train=False)
+      return experiment.probabilities(outputs).astype(jnp.float32)
+
+    return fn
+
+  def probabilities_fn(self, host_transform: Callable | None = None, model=None) -> Callable:
+    """fn(x) -> probabilities, the variables closed over (constants when traced or exported)."""
+    apply, variables = self.apply_fn(host_transform, model), self.variables
+    return lambda x: apply(variables, x)
+
+  def check_batch(self, batch, source: str = "batch") -> np.ndarray:
+    """`batch` as a (N, *input_shape) array of the input dtype, or a UserError."""
+    x = np.asarray(batch)
+    shape = self.input_shape
+    if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
+      pass
+    elif len(shape) == 3 and shape[-1] == 1 and x.shape[1:] == shape[:-1]:
+      x = x[..., None]  # grayscale without a channel axis
+    else:
+      raise UserError(f"{source}: shape {x.shape} does not fit the model's input: expected "
+                      f"(N, {', '.join(map(str, shape))}){_channel_hint(x.shape[1:], shape)}")
+    return _cast(x, self.input_dtype, source)
+
+  def predict(self, batch, batch_size: int | None = None) -> np.ndarray:
+    """Probabilities (N, num_classes) of a batch of raw inputs shaped like the dataset's examples."""
+    x = self.check_batch(batch)
+    x = self.host_transform(x)
+    n = len(x)
+    if n == 0:
+      return np.zeros((0, self.info.num_classes), np.float32)
+    chunk = min(batch_size or self.batch_size, n)
+    out = []
+    for lo in range(0, n, chunk):
+      part = x[lo:lo + chunk]
+      real = len(part)
+      if real < chunk:  # pad the last chunk: one compiled shape for the whole call
+        part = np.concatenate([part, np.zeros((chunk - real,) + part.shape[1:], part.dtype)])
+      out.append(np.asarray(self._probs(part))[:real])
+    return np.concatenate(out)
+
+  # -- files
+  def load_file(self, path: str) -> np.ndarray:
+    """The raw examples in one input file, as (n, *input_shape)."""
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+      raise UserError(f"{path}: no such file")
+    if ext in ARRAY_EXTENSIONS:
+      try:
+        x = np.load(path, allow_pickle=False)
+      except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({e})") from e
+      shape = self.input_shape
+      if x.shape == shape or (len(shape) == 3 and shape[-1] == 1 and x.shape == shape[:-1]):
+        x = x[None]
+      return self.check_batch(x, path)
+    if ext in TABLE_EXTENSIONS:
+      if len(self.input_shape) != 1:
+        raise UserError(f"{path}: a table of numbers fits 1-D feature inputs only; this model takes "
+                        f"{self.input_shape} {self.input_dtype.name} examples (give an image or .npy)")
+      try:
+        x = np.loadtxt(path, delimiter="\t" if ext == ".tsv" else ",", ndmin=2, dtype=np.float64)
+      except ValueError as e:
+        raise UserError(f"{path}: expected rows of {self.input_shape[0]} comma-separated numbers ({e})") from e
+      return self.check_batch(x, path)
+    if ext in IMAGE_EXTENSIONS or ext == "":
+      return self.load_image(path)[None]
+    raise UserError(f"{path}: unknown input type {ext!r}; give an image "
+                    f"({', '.join(IMAGE_EXTENSIONS[:3])}), .npy or .csv file")
+
+  def load_image(self, path: str) -> np.ndarray:
+    """One image file as the dataset's (H, W, C) uint8, converted and resized as needed."""
+    shape = self.input_shape
+    channels = shape[-1] if len(shape) == 3 else (1 if len(shape) == 2 else None)
+    if channels not in _IMAGE_MODES or self.input_dtype != np.uint8:
+      raise UserError(f"{path}: this model takes {shape} {self.input_dtype.name} inputs, not images; "
+                      "give a .npy or .csv file")
+    from PIL import Image, UnidentifiedImageError
+    try:
+      with Image.open(path) as img:
+        img.load()
+        img = img.convert(_IMAGE_MODES[channels])
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+      raise UserError(f"{path}: cannot decode as an image ({type(e).__name__}); give a PNG or JPEG "
+                      f"file") from e
+    height, width = shape[0], shape[1]
+    if img.size != (width, height):
+      img = img.resize((width, height), Image.BILINEAR)
+    x = np.asarray(img, np.uint8)
+    return x[..., None] if x.ndim == 2 and len(shape) == 3 else x
+
+  def load_inputs(self, paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(names, batch) of every example in `paths`; a file of n examples gives names file[i]."""
+    names, parts = [], []
+    for path in expand_inputs(paths):
+      x = self.load_file(path)
+      parts.append(x)
+      names.extend([path] if len(x) == 1 else [f"{path}[{i}]" for i in range(len(x))])
+    if not parts:
+      raise UserError("no inputs: give image, .npy or .csv files (or directories of them)")
+    return names, np.concatenate(parts)
+
+  def describe(self, names: Sequence[str], probs: np.ndarray, top_k: int = 3,
+               threshold: float = 0.5) -> list[dict]:
+    """One dict per example: the prediction, the top-k labels and probabilities
+    (binary: P(positive label) and the decision at `threshold`)."""
+    labels = self.label_names
+    k = max(1, min(int(top_k), probs.shape[-1]))
+    rows = []
+    for name, p in zip(names, probs):
+      order = np.argsort(-p, kind="stable")[:k]
+      row = {"input": name,
+             "top_k": [{"label": labels[i], "index": int(i), "probability": float(p[i])} for i in order]}
+      if self.binary:
+        positive = float(p[1])
+        index = int(positive >= threshold)
+        row.update(probability=positive, positive_label=labels[1], threshold=float(threshold),
+                   decision=bool(index))
+      else:
+        index = int(order[0])
+        row["probability"] = float(p[index])
+      row["prediction"] = labels[index]
+      row["prediction_index"] = index
+      rows.append(row)
+    return rows
+
+  def predict_files(self, paths: Sequence[str], top_k: int = 3, threshold: float = 0.5,
+                    batch_size: int | None = None) -> list[dict]:
+    names, x = self.load_inputs(paths)
+    return self.describe(names, self.predict(x, batch_size), top_k, threshold)
+
+  # -- language models
+  @property
+  def codec(self):
+    for owner in (self.dataset, getattr(self.dataset, "tokenizer", None)):
+      if owner is not None and callable(getattr(owner, "encode", None)) and callable(
+          getattr(owner, "decode", None)):
+        return owner
+    if self.info.num_classes >= 256 or int(getattr(self.model, "vocab_size", 0)) >= 256:
+      return ByteCodec()
+    raise UserError(f"dataset {self.info.name!r} defines no encode/decode for text and its vocabulary "
+                    f"({self.info.num_classes}) is smaller than bytes")
+
+  def logits_fn(self) -> Callable:
+    """fn(tokens (B, T) int32) -> (B, T, V) logits of the model (jax-traceable)."""
+    variables, model, preprocess = self.variables, self.model, self.preprocess
+
+    def fn(tokens):
+      return model.apply(variables, preprocess(tokens, jax.random.PRNGKey(0)), train=False)
+
+    return fn
+
+  def generate(self, prompt: str, max_new_tokens: int = 100, temperature: float = 1.0,
+               top_k: int = 0, seed: int = 0) -> str:
+    """A sampled continuation of `prompt` (text), `max_new_tokens` tokens long."""
+    codec = self.codec
+    # The window never exceeds the length the model was trained on (learned positions
+    # cannot go further; rotary ones were not trained to).
+    max_len = getattr(self.model, "max_len", None) or (self.info.input_shape or (None,))[0]
+    new = sample(self.logits_fn(), codec.encode(prompt), max_new_tokens, temperature=temperature,
+                 top_k=top_k, seed=seed, max_len=max_len)
+    return codec.decode(new)
+
+
+def _channel_hint(got: tuple, want: tuple) -> str:
+  if len(got) == len(want) and got[:-1] == want[:-1] and got[-1] != want[-1]:
+    return f" ({got[-1]} channels where the model takes {want[-1]})"
+  return ""
+
+
+def _cast(x: np.ndarray, dtype: np.dtype, source: str) -> np.ndarray:
+  if x.dtype == dtype:
+    return x
+  if np.issubdtype(dtype, np.integer):
+    info = np.iinfo(dtype)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+      raise UserError(f"{source}: dtype {x.dtype} where the model takes {dtype.name}")
+    if x.size and (np.any(x != np.round(x)) or x.min() < info.min or x.max() > info.max):
+      raise UserError(f"{source}: values must be integers in [{info.min}, {info.max}] "
+                      f"({dtype.name}), got {x.dtype} in [{x.min()}, {x.max()}]")
+    return x.astype(dtype)
+  if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+    raise UserError(f"{source}: dtype {x.dtype} where the model takes {dtype.name}")
+  return x.astype(dtype)
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+  """Files as given; directories as their input files, sorted."""
+  out = []
+  known = IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + TABLE_EXTENSIONS
+  for path in paths:
+    if os.path.isdir(path):
+      out.extend(sorted(os.path.join(path, f) for f in os.listdir(path)
+                        if os.path.splitext(f)[1].lower() in known))
+    else:
+      out.append(path)
+  return out
+
+
+def restore_variables(workdir, config, record, info, checkpoint="latest"):
+  """(experiment, model, variables, step) of checkpoint `checkpoint` of `workdir`,
+  restored onto the first local device."""
+  from lepton_jax import checkpointing, evaluate, optimizers, registry, train_state
+  from lepton_jax.data import ops
+  step = evaluate.resolve_checkpoint(workdir, checkpoint, config)
+  experiment = registry.get("experiment", config.experiment)(config, info)
+  model = train_state.build_model(config, experiment)
+  tx, _ = optimizers.build(config.optimizer, int(record.get("total_steps", 1)))
+  if info.input_shape is None:
+    raise UserError(f"the input shape of {workdir}'s model is unknown (run.json has none)")
+  init_fn = train_state.make_init_fn(model, tx, info, ops.build(config.data.preprocess),
+                                     use_ema=config.ema_decay > 0)
+  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+  checkpointer = checkpointing.Checkpointer(str(workdir))
+  try:
+    state = checkpointer.restore(abstract, step)
+  finally:
+    checkpointer.close()
+  params = state.ema_params if state.ema_params is not None else state.params
+  return experiment, model, {"params": params, **state.model_state}, step
+
+
+def load(workdir, checkpoint="latest", batch_size: int | None = None) -> Predictor:
+  """The Predictor of checkpoint `checkpoint` (latest, best or a step) of `workdir`."""
+  from lepton_jax import registry
+  config = load_config(workdir)
+  record = read_run_record(workdir)
+  info = dataset_info(record)
+  dataset = registry.get("dataset", config.data.name)(config.data)
+  experiment, model, variables, step = restore_variables(workdir, config, record, info, checkpoint)
+  batch_size = batch_size or config.eval.batch_size or config.batch_size
+  return Predictor(workdir, config, record, info, dataset, experiment, model, variables, step,
+                   batch_size)
+
+
+# ---------------------------------------------------------------- the command line
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="python -m lepton_jax.predict", description=__doc__.split("\n\n")[0])
+  p.add_argument("inputs", nargs="*", metavar="INPUT",
+                 help="image / .npy / .csv files or directories; for language models, prompt text")
+  p.add_argument("--workdir", required=True, help="the trained run's workdir")
+  p.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+  p.add_argument("--top_k", type=int, default=None,
+                 help="labels to show (default 3); language models: sample among the k most likely "
+                      "tokens (default 0: all)")
+  p.add_argument("--threshold", type=float, default=0.5,
+                 help="binary experiments: predict the positive label when P(positive) >= threshold")
+  p.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+  p.add_argument("--batch_size", type=int, default=None, help="examples per model call")
+  p.add_argument("--max_new_tokens", type=int, default=100, help="language models: tokens to sample")
+  p.add_argument("--temperature", type=float, default=1.0,
+                 help="language models: softmax temperature; 0 = greedy")
+  p.add_argument("--seed", type=int, default=0, help="language models: sampling seed")
+  return p
+
+
+def format_rows(rows: list[dict], binary: bool) -> str:
+  lines = []
+  for row in rows:
+    top = ", ".join(f"{t['label']} {t['probability']:.4f}" for t in row["top_k"])
+    if binary:
+      lines.append(f"{row['input']}: {row['prediction']} (P({row['positive_label']}) = "
+                   f"{row['probability']:.4f}, threshold {row['threshold']:g})")
+    else:
+      lines.append(f"{row['input']}: {row['prediction']} ({top})")
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+  args = build_parser().parse_args(argv)
+  if not args.inputs:
+    raise UserError("give at least one INPUT (files, directories, or a prompt for language models)")
+  if args.batch_size is not None and args.batch_size < 1:
+    raise UserError(f"--batch_size={args.batch_size} must be >= 1")
+  predictor = load(args.workdir, args.checkpoint, args.batch_size)
+  if predictor.language_model:
+    out = []
+    for text in args.inputs:
+      prompt = epath.Path(text).read_text() if text.endswith(".txt") and os.path.isfile(text) else text
+      continuation = predictor.generate(prompt, args.max_new_tokens, args.temperature,
+                                        args.top_k or 0, args.seed)
+      out.append({"prompt": prompt, "continuation": continuation})
+    if args.json:
+      print(json.dumps(out, indent=2))
+    else:
+      for row in out:
+        print(row["prompt"] + row["continuation"])
+    return 0
+  rows = predictor.predict_files(args.inputs, 3 if args.top_k is None else args.top_k,
+                                 args.threshold, args.batch_size)
+  if args.json:
+    print(json.dumps({"workdir": str(args.workdir), "checkpoint_step": predictor.step,
+                      "predictions": rows}, indent=2))
+  else:
+    print(format_rows(rows, predictor.binary))
+  return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    code = main(argv)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    code = e.exit_code
+  sys.stdout.flush()
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  run()
