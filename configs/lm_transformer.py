@@ -4,21 +4,14 @@
 
 Another text: `--config configs/lm_transformer.py:'~/corpus/*.txt'` or
 `--config.data.files='~/corpus/**/*.txt'` (a glob; any UTF-8 text, or any bytes).
-The default, `<stdlib>/*.py` of the running Python (sysconfig's 'stdlib'
-path), is on every machine that runs lepton_jax.
+The default, `{stdlib}/*.py`, is the top-level modules of the running Python's
+standard library (sysconfig's 'stdlib' path; 164 files, 4.58 MB for CPython
+3.12.1): text that every machine running lepton_jax has.
 
 MEASURED_RESULT
 """
 
-import os
-import sysconfig
-
 from lepton_jax.config_defaults import base_config
-
-
-def default_files() -> str:
-  """The top-level modules of the running Python's standard library (about 4.6 MB for 3.12)."""
-  return os.path.join(sysconfig.get_paths()["stdlib"], "*.py")
 
 
 def get_config(arg=None):
@@ -30,7 +23,7 @@ def get_config(arg=None):
   config.eval.best_mode = "min"
 
   config.data.name = "text_files"
-  config.data.files = arg or default_files()  # glob of the text files ('**' recurses)
+  config.data.files = arg or "{stdlib}/*.py"  # glob of the text files ({stdlib}: Python's standard library)
   config.data.seq_len = 128  # tokens per example
   config.data.stride = 0  # a window every N bytes; 0: seq_len
   config.data.validation_fraction = 0.02  # the last 2% of the bytes are the validation split

@@ -27,3 +27,8 @@ def get_config(arg=None):
   config.eval_every_steps = 100
   config.checkpoint_every_steps = 200
   return config
+
+
+def get_sweep(arg=None):
+  """`--sweep`: the quickstart at three peak learning rates, each in WORKDIR/<i>_learning_rate=<lr>."""
+  return [{"optimizer.learning_rate": lr} for lr in (1e-3, 2e-3, 5e-3)]

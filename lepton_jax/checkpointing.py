@@ -22,6 +22,8 @@ Guarantees:
   * Resuming tries the newest step first; an unreadable one (truncated or garbled
     files) is reported in one line and the one before it is used; the unreadable
     ones are then moved to WORKDIR/checkpoints_corrupt/ (never deleted).
+  * Every array's checksum is saved in `meta` and verified after restoring: a
+    silently garbled data file counts as unreadable, not as a checkpoint.
   * A checkpoint that does not fit the model (other shapes or tree) is an error
     naming the first parameter that differs, before anything is restored.
   * The state is restored with the shardings of the target mesh (any device
@@ -29,12 +31,14 @@ Guarantees:
 """
 
 import dataclasses
+import json
 import math
 import re
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -140,10 +144,11 @@ class Checkpointer:
       return False
     if metrics is not None and self.best_metric not in metrics:
       metrics = None
+    meta = dict(meta or {}, step=step, checksums=state_checksums(state))
     return self.manager.save(
         step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
-                                         META: ocp.args.JsonSave(dict(meta or {}, step=step))}),
-        metrics=_plain(metrics) if metrics is not None else None, force=force)
+                                         META: ocp.args.JsonSave(meta)}),
+        metrics=_plain(metrics) if metrics is not None else {}, force=force)
 
   def wait(self) -> None:
     """Blocks until the last save has committed."""
@@ -164,8 +169,10 @@ class Checkpointer:
     if step is None:
       raise UserError(f"no complete checkpoint in {self.directory}")
     check_fits(self.state_metadata(step), abstract_state, self.step_dir(step))
-    return self.manager.restore(
-        step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
+    restored = self.manager.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
+    verify_checksums(restored[STATE], restored[META] or {})
+    return restored[STATE]
 
   def restore_latest(self, abstract_state) -> Restored | None:
     """The newest readable checkpoint, or None if there is none.
@@ -192,6 +199,7 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
         state, meta = restored[STATE], dict(restored[META] or {})
+        verify_checksums(state, meta)
         if int(jax.device_get(state.step)) != step:
           raise ValueError(f"its state is at step {int(jax.device_get(state.step))}")
       except Exception as e:
@@ -222,6 +230,54 @@ class Checkpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("lepton_jax:checkpoints_set_aside")
     self.manager.reload()
+
+
+# ------------------------------------------------------------------ checksums
+
+def _leaf_checksum(x):
+  """Two uint32 sums of an array's bits: plain, and weighted by position.
+
+  Any flipped bit changes the first; swapped or offsetting changes, the second.
+  Computed where the array lives (no reshape, no gather), so it is cheap on any
+  sharding and independent of the sharding.
+  """
+  x = jnp.asarray(x)
+  if x.dtype == jnp.bool_:
+    words = x.astype(jnp.uint32)
+  else:
+    size = x.dtype.itemsize
+    words = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}.get(size, jnp.uint32))
+    words = words.astype(jnp.uint32)
+  index = jnp.zeros(words.shape, jnp.uint32)
+  stride = 1
+  for dim in reversed(range(words.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, dim) * jnp.uint32(stride)
+    stride = (stride * words.shape[dim]) % (1 << 32)
+  weights = index * jnp.uint32(2654435761) + jnp.uint32(1)
+  return jnp.stack([jnp.sum(words, dtype=jnp.uint32), jnp.sum(words * weights, dtype=jnp.uint32)])
+
+
+_checksums_jit = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+
+
+def state_checksums(state) -> dict[str, list[int]]:
+  """{path: [sum, weighted sum]} of every array of `state` (uint32 arithmetic)."""
+  sums = _checksums_jit(state)
+  flat = jax.tree_util.tree_flatten_with_path(sums)[0]
+  # Replicated results: this process's copy is the value (also on multi-host runs).
+  return {path_string(p): [int(v) for v in np.asarray(x.addressable_data(0))] for p, x in flat}
+
+
+def verify_checksums(state, meta: dict, only=None) -> None:
+  """Raises ValueError naming the first array whose checksum differs from `meta`'s."""
+  saved = meta.get("checksums")
+  if not saved:  # written before checksums existed
+    return
+  for path, value in state_checksums(state).items():
+    if only is not None and path not in only:
+      continue
+    if path in saved and list(saved[path]) != value:
+      raise ValueError(f"{path} does not match its checksum (a corrupted data file)")
 
 
 # ------------------------------------------------------------ tree comparison
@@ -329,6 +385,11 @@ def _nest(flat: dict[str, object]) -> dict:
   return nested
 
 
+def _read_meta(step_dir: epath.Path) -> dict:
+  path = step_dir / META / "metadata"
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_init_from(path_str: str, regex: str, abstract_state, state):
   """`state` with the parameters of checkpoint `path_str` whose path matches
   `regex` (others kept as initialised); returns (state, report line)."""
@@ -365,6 +426,7 @@ def load_init_from(path_str: str, regex: str, abstract_state, state):
       loaded = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
           partial_restore=True))
+      verify_checksums(loaded, _read_meta(step_dir))
     except Exception as e:
       errors.append(f"{step_dir}: {_first_line(e)}")
       warn(f"init_from: checkpoint {step_dir} is unreadable ({_first_line(e)}); trying the one "

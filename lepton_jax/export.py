@@ -30,6 +30,7 @@ against the JAX model before the command returns.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -99,12 +100,8 @@ def save_tf_saved_model(apply, variables, shape, dtype, input_key: str, path, pl
   """`apply(variables, x)` as a SavedModel; batch-polymorphic, variables as tf.Variables."""
   import tensorflow as tf
   from jax.experimental import jax2tf
-  # TensorFlow's XlaCallModule may read an older StableHLO than this jax writes: its runtime
-  # shape-assertion op is newer, so the batch check is left to the TensorSpec (b >= 0 works).
   tf_fn = jax2tf.convert(apply, polymorphic_shapes=[None, "(b, ...)"], with_gradient=False,
-                         native_serialization_platforms=tuple(platforms),
-                         native_serialization_disabled_checks=[
-                             jax.export.DisabledSafetyCheck.shape_assertions()])
+                         native_serialization_platforms=tuple(platforms))
   tf_vars = tf.nest.map_structure(tf.Variable, jax.tree.map(np.asarray, variables))
   module = tf.Module()
   module._variables = tf.nest.flatten(tf_vars)  # tracked, so the SavedModel stores them
@@ -115,7 +112,53 @@ def save_tf_saved_model(apply, variables, shape, dtype, input_key: str, path, pl
     return {"probabilities": tf_fn(tf_vars, x)}
 
   module.serve = serve
-  tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+  with stablehlo_target(tensorflow_stablehlo_version()):
+    serve.get_concrete_function()  # lowers the JAX function, now
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
+def tensorflow_stablehlo_version() -> str | None:
+  """The newest StableHLO version this TensorFlow's XlaCallModule reads (None: unknown)."""
+  try:
+    from tensorflow.compiler.mlir.stablehlo import stablehlo
+    return str(stablehlo.get_current_version())
+  except (ImportError, AttributeError):
+    return None
+
+
+def _version(v: str) -> tuple:
+  return tuple(int(p) for p in v.split("."))
+
+
+@contextlib.contextmanager
+def stablehlo_target(version: str | None):
+  """Within: jax.export writes StableHLO no newer than `version`.
+
+  jax serializes for a 4-week compatibility window of its own StableHLO; a
+  TensorFlow release may read only an older one (TF 2.21: 1.13.7 vs jax 0.12's
+  1.18). Lowering to the older version keeps the SavedModel loadable there.
+  (Uses jax's private serializer hook: if it moves, the default is kept.)
+  """
+  try:
+    from jax._src.export import _export
+    hlo = _export.hlo
+    original = hlo.get_version_from_compatibility_requirement
+  except (ImportError, AttributeError):
+    yield
+    return
+  if version is None:
+    yield
+    return
+
+  def capped(requirement):
+    default = original(requirement)
+    return version if _version(version) < _version(default) else default
+
+  hlo.get_version_from_compatibility_requirement = capped
+  try:
+    yield
+  finally:
+    hlo.get_version_from_compatibility_requirement = original
 
 
 def output_meaning(predictor) -> str:
@@ -128,9 +171,9 @@ def output_meaning(predictor) -> str:
   return "(batch, num_classes) float32: softmax probabilities over the classes, in label_names order"
 
 
-def metadata(predictor, shape, dtype, host_note, platforms, files, verification) -> dict:
+def metadata(predictor, shape, dtype, host_note, platforms, files, verification,
+             out_shape) -> dict:
   config = predictor.config
-  out_dim = 2 if predictor.binary else predictor.info.num_classes
   meta = {
       "format_version": 1,
       "workdir": predictor.workdir,
@@ -147,7 +190,7 @@ def metadata(predictor, shape, dtype, host_note, platforms, files, verification)
           "image_files": ("decode, convert to the input's channels (L/RGB/RGBA) and resize "
                           "(bilinear) to its height and width, as lepton_jax.predict does"),
       },
-      "output": {"name": "probabilities", "shape": [None, out_dim], "dtype": "float32",
+      "output": {"name": "probabilities", "shape": out_shape, "dtype": "float32",
                  "meaning": output_meaning(predictor)},
       "label_names": predictor.label_names,
       "platforms": list(platforms),
@@ -211,7 +254,8 @@ def export_workdir(workdir, out_dir, checkpoint="latest", platforms=DEFAULT_PLAT
     tf_out = loaded.signatures["serving_default"](**{predictor.info.input_key: tf.constant(probe)})
     verification["saved_model_max_abs_diff"] = float(
         np.abs(tf_out["probabilities"].numpy() - reference).max())
-  meta = metadata(predictor, shape, dtype, host_note, platforms, files, verification)
+  out_shape = [d if isinstance(d, int) else None for d in exported.out_avals[0].shape]
+  meta = metadata(predictor, shape, dtype, host_note, platforms, files, verification, out_shape)
   (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
   worst = max(v for k, v in verification.items() if k.endswith("diff"))
   if worst > 1e-4:

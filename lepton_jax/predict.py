@@ -259,8 +259,9 @@ class Predictor:
       except (OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable .npy array ({e})") from e
       shape = self.input_shape
-      if x.shape == shape or (len(shape) == 3 and shape[-1] == 1 and x.shape == shape[:-1]):
-        x = x[None]
+      grayscale = len(shape) == 3 and shape[-1] == 1
+      if x.ndim == len(shape) or (grayscale and x.shape == shape[:-1]):
+        x = x[None]  # one example (wrong sizes are reported against the input shape)
       return self.check_batch(x, path)
     if ext in TABLE_EXTENSIONS:
       if len(self.input_shape) != 1:

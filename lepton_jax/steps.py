@@ -61,7 +61,7 @@ def make_train_step(model, experiment, tx, schedule, preprocess, augment, input_
     ema = state.ema_params
     if ema is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state, ema_params=ema)
     return new_state, metrics

@@ -263,4 +263,11 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
     writer.close()
 
   progress.print(f"done: {run.total_steps} steps in {format_duration(time.time() - start_time)}")
+  if run.is_primary:  # plots, confusion matrix and summary.md: a failure warns, the run stands
+    try:
+      from lepton_jax import report
+      report.after_training(run, state, wall_seconds=time.time() - start_time)
+    except Exception as e:  # noqa: BLE001
+      progress.print(f"warning: could not write the plots/summary ({type(e).__name__}: {e}); "
+                     f"run python -m lepton_jax.report {workdir}")
   return dict(final_metrics, step=run.total_steps)

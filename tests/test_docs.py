@@ -72,6 +72,16 @@ def test_readme_lists_every_config():
       assert rel in readme, f"README.md's configs table lacks {rel}"
 
 
+def github_anchors(markdown: str) -> set[str]:
+  """The anchors GitHub gives the headings of a markdown file."""
+  anchors = set()
+  markdown = re.sub(r"```.*?```", "", markdown, flags=re.S)
+  for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M):
+    slug = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", "")).replace(" ", "-")
+    anchors.add(slug)
+  return anchors
+
+
 def test_relative_links_resolve():
   files = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
   broken = []
@@ -80,11 +90,14 @@ def test_relative_links_resolve():
     # Links inside code blocks are examples, not links.
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
-      if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+      if re.match(r"^[a-z][a-z0-9+.-]*:", target):
         continue
-      path = target.split("#")[0]
-      if not os.path.exists(os.path.normpath(os.path.join(REPO, os.path.dirname(rel), path))):
+      path, _, anchor = target.partition("#")
+      full = os.path.normpath(os.path.join(REPO, os.path.dirname(rel), path)) if path else os.path.join(REPO, rel)
+      if not os.path.exists(full):
         broken.append(f"{rel}: {target}")
+      elif anchor and full.endswith(".md") and anchor not in github_anchors(open(full, encoding="utf-8").read()):
+        broken.append(f"{rel}: {target} (no such heading)")
   assert not broken, "broken relative links:\n" + "\n".join(broken)
 
 

@@ -74,6 +74,7 @@ def test_notebook_runs(name, tmp_path, data_dir, kernel_env, monkeypatch):
       f"{k} = {v!r}\n" for k, v in values.items())
   for key, value in {**kernel_env, **EXTRA_ENV.get(name, {})}.items():
     monkeypatch.setenv(key, value)
+  monkeypatch.delenv("MPLBACKEND", raising=False)  # figures must come back inline
 
   client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
                                    resources={"metadata": {"path": NOTEBOOKS}})

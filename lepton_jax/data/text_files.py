@@ -1,7 +1,7 @@
 """Local text files as a byte-level language-modelling dataset, through tfds.
 
     config.data.name = "text_files"
-    config.data.files = "~/corpus/*.txt"      # a glob (`**` recurses); or:
+    config.data.files = "~/corpus/*.txt"      # a glob (`**` recurses; {stdlib}: Python's); or:
     config.data.manual_dir = "~/corpus"        # every non-hidden file below it
     config.data.seq_len = 256                  # tokens per example (T)
     config.data.stride = 0                     # window start every N bytes; 0: seq_len
@@ -39,12 +39,23 @@ from lepton_jax.errors import UserError
 VOCAB_SIZE = 256
 
 
+STDLIB = "{stdlib}"  # in data.files: the running Python's standard library folder
+
+
+def expand(pattern: str) -> str:
+  """~ and {stdlib} (sysconfig's 'stdlib' path: text that every machine has) expanded."""
+  if STDLIB in pattern:
+    import sysconfig
+    pattern = pattern.replace(STDLIB, sysconfig.get_paths()["stdlib"])
+  return os.path.expanduser(pattern)
+
+
 def find_files(data_config) -> list[str]:
   """The text files of data.files (a glob) or data.manual_dir, sorted."""
   pattern = str(data_config.get("files") or "")
   manual_dir = str(data_config.get("manual_dir") or "")
   if pattern:
-    pattern = os.path.expanduser(pattern)
+    pattern = expand(pattern)
     paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not paths:
       raise UserError(f"data.files={pattern!r} matches no files; give a glob of text files, "

@@ -176,25 +176,26 @@ def _block_max_vjp(xb):
 
 
 def _block_max_fwd(xb):
-  y = jnp.max(xb, axis=_block_axes(xb))
-  return y, (xb, y)
+  # The barrier materializes xb once. Without it XLA fuses xb's producer (e.g.
+  # the shifted-sum conv + relu) into every backward consumer and recomputes
+  # it there: measured +50% step time for the seed CNN on CPU.
+  xb = lax.optimization_barrier(xb)
+  return jnp.max(xb, axis=_block_axes(xb)), xb
 
 
-def _block_max_bwd(res, g):
-  xb, y = res
+def _block_max_bwd(xb, g):
+  # Window elements moved to one trailing axis, in row-major window order, so
+  # that jnp.argmax (first maximum wins) gives XLA's select-and-scatter choice.
+  # Measured on XLA:CPU (seed CNN step): a min-reduction of masked positions
+  # over the strided window axes is ~40% slower; a plain equality mask is ~5%
+  # faster but sends the cotangent to every tied element.
   axes = _block_axes(xb)
-  # Row-major position of each element inside its window; the smallest
-  # position among the maxima receives the cotangent, as in XLA's
-  # select-and-scatter, so ties do not double-count.
-  pos = jnp.zeros((), jnp.int32)
-  for ax in axes:
-    k = xb.shape[ax]
-    shape = [1] * xb.ndim
-    shape[ax] = k
-    pos = pos * k + lax.broadcasted_iota(jnp.int32, shape, ax)
-  is_max = xb == jnp.expand_dims(y, axes)
-  first = jnp.min(jnp.where(is_max, pos, np.iinfo(np.int32).max), axis=axes, keepdims=True)
-  dxb = jnp.where(pos == first, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype))
+  keep = (0,) + tuple(range(1, xb.ndim - 1, 2)) + (xb.ndim - 1,)
+  perm = keep + axes
+  flat = xb.transpose(perm).reshape(xb.shape[:1] + g.shape[1:] + (-1,))
+  onehot = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=g.dtype)
+  dflat = onehot * g[..., None]
+  dxb = dflat.reshape(tuple(xb.shape[a] for a in perm)).transpose(np.argsort(perm))
   return (dxb.astype(xb.dtype),)
 
 

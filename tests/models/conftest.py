@@ -6,9 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-# XLA:CPU takes seconds to compile each threefry random draw of a new shape
-# (minutes for a whole ResNet init on a busy 2-core machine); the 'rbg' PRNG
-# compiles in a fraction of that. Tests only need *some* randomness.
+# XLA:CPU spends ~0.4 s of compile time per initializer draw (a whole ResNet
+# init takes tens of seconds, worse with the default threefry PRNG), so the
+# tests use the cheaper 'rbg' PRNG and initialise each tiny model once per
+# module, sharing the variables between tests. Tests only need *some* randomness.
 PRNG_IMPL = "rbg"
 
 
@@ -28,14 +29,16 @@ def param_count_of(model, x) -> int:
   return sum(a.size for a in jax.tree.leaves(variables["params"]))
 
 
-def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int = 0):
+def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int = 0, variables=None):
   """Trains `model` on the single batch (x, y) with Adam for `steps` steps.
 
   Returns (final train-mode loss, eval-mode loss, eval-mode accuracy), the
   eval-mode figures computed with train=False, i.e. batch norm running averages
   and no dropout. `y` holds integer labels of the leading shape of the logits.
+  `variables`, when given, are the initial ones (saves compiling an init).
   """
-  variables = init(model, x, seed)
+  if variables is None:
+    variables = init(model, x, seed)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   tx = optax.adam(learning_rate)
@@ -62,9 +65,10 @@ def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int
   return float(loss), float(eval_loss), float(accuracy)
 
 
-def assert_dropout_behaviour(model, x):
+def assert_dropout_behaviour(model, x, variables=None):
   """Train mode: two dropout rngs give different outputs; eval mode: no rng needed, deterministic."""
-  variables = init(model, x)
+  if variables is None:
+    variables = init(model, x)
   mutable = ["batch_stats"] if "batch_stats" in variables else False
 
   def train_out(seed):
@@ -87,26 +91,26 @@ def rng():
 
 # Exposed as fixtures rather than imported: a `from conftest import ...` would
 # clash with any other conftest module on sys.path.
-@pytest.fixture
+@pytest.fixture(scope="session")
 def param_count():
   return param_count_of
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_key():
   return key
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def init_vars():
   return init
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fit():
   return fit_batch
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def check_dropout():
   return assert_dropout_behaviour

@@ -5,7 +5,15 @@ import pytest
 
 from lepton_jax.models.vit import ViT
 
+# Every functional test uses this config on 8x8 images (4 patches + class token),
+# sharing one set of initial variables: see conftest on init compile time.
 TINY = dict(width=16, depth=1, num_heads=2, mlp_dim=32, patch_size=4)
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_vars(init_vars):
+  return init_vars(ViT(num_classes=NUM_CLASSES, **TINY), jnp.zeros((1, 8, 8, 3)))
 
 
 @pytest.mark.parametrize("kwargs, image, expected", [
@@ -34,40 +42,44 @@ def test_presets_and_overrides():
     ViT(num_classes=2, variant="XL").dims()
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_output_shapes(init_vars, pooling):
-  model = ViT(num_classes=5, pooling=pooling, **TINY)
+def test_output_shapes(tiny_vars):
+  assert tiny_vars["params"]["pos_embed"].shape == (1, 5, 16)
   x = jnp.zeros((3, 8, 8, 3))
-  variables = init_vars(model, x)
-  assert variables["params"]["pos_embed"].shape == (1, 4 + (pooling == "cls"), 16)
-  assert model.apply(variables, x).shape == (3, 5)
+  assert ViT(num_classes=NUM_CLASSES, **TINY).apply(tiny_vars, x).shape == (3, NUM_CLASSES)
+  # Mean pooling: no class token, so the position table is one row shorter.
+  mean = ViT(num_classes=NUM_CLASSES, pooling="mean", **TINY)
+  shapes = jax.eval_shape(lambda: mean.init(jax.random.key(0), x))
+  assert shapes["params"]["pos_embed"].shape == (1, 4, 16)
+  assert "cls_token" not in shapes["params"]
+  assert jax.eval_shape(mean.apply, shapes, x).shape == (3, NUM_CLASSES)
 
 
-def test_image_not_divisible_by_patch_is_rejected(init_vars):
+def test_image_not_divisible_by_patch_is_rejected():
+  model = ViT(num_classes=2, **TINY)
   with pytest.raises(ValueError, match="not divisible by patch_size"):
-    init_vars(ViT(num_classes=2, **TINY), jnp.zeros((1, 10, 10, 3)))
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 10, 10, 3))))
 
 
-def test_dropout_train_vs_eval(check_dropout, rng):
-  model = ViT(num_classes=4, dropout_rate=0.5, attention_dropout_rate=0.5, **TINY)
-  check_dropout(model, jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32))
+def test_dropout_train_vs_eval(check_dropout, tiny_vars, rng):
+  model = ViT(num_classes=NUM_CLASSES, dropout_rate=0.5, attention_dropout_rate=0.5, **TINY)
+  check_dropout(model, jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32), tiny_vars)
 
 
-def test_bfloat16_compute_returns_float32(init_vars):
-  model = ViT(num_classes=4, dtype=jnp.bfloat16, **TINY)
+def test_bfloat16_compute_returns_float32(tiny_vars):
+  model = ViT(num_classes=NUM_CLASSES, dtype=jnp.bfloat16, **TINY)
   x = jnp.ones((2, 8, 8, 3))
-  variables = init_vars(model, x)
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
-  out = model.apply(variables, x)
-  assert out.dtype == jnp.float32 and out.shape == (2, 4)
+  out = model.apply(tiny_vars, x)
+  assert out.dtype == jnp.float32 and out.shape == (2, NUM_CLASSES)
   assert np.all(np.isfinite(out))
+  ref = ViT(num_classes=NUM_CLASSES, **TINY).apply(tiny_vars, x)
+  np.testing.assert_allclose(out, ref, atol=0.1)
 
 
-def test_tiny_vit_overfits_a_fixed_batch(fit, rng):
+def test_tiny_vit_overfits_a_fixed_batch(fit, tiny_vars, rng):
   # 8 random 8x8 images with random labels among 4 classes: memorisation only.
   x = jnp.asarray(rng.normal(size=(8, 8, 8, 3)), jnp.float32)
-  y = jnp.asarray(rng.permutation(np.arange(8) % 4), jnp.int32)
-  model = ViT(num_classes=4, **TINY)
-  train_loss, eval_loss, accuracy = fit(model, x, y, steps=100, learning_rate=1e-2)
+  y = jnp.asarray(rng.permutation(np.arange(8) % NUM_CLASSES), jnp.int32)
+  model = ViT(num_classes=NUM_CLASSES, **TINY)
+  _, eval_loss, accuracy = fit(model, x, y, steps=100, learning_rate=1e-2, variables=tiny_vars)
   assert accuracy == 1.0
   assert eval_loss < 0.05

@@ -1,0 +1,107 @@
+"""Shared by the checkpoint tests: a tiny config, reading checkpoints with plain
+Orbax, comparing runs, and running the CLI in a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
+TIMING_FIELDS = {"examples_per_sec", "step_time_ms", "input_wait_fraction", "compile_seconds"}
+
+# A tiny CNN on digits: a train step is a few milliseconds, a checkpoint a few KB.
+TINY = {
+    "num_train_steps": 30, "log_every_steps": 5, "eval_every_steps": 10,
+    "checkpoint_every_steps": 10, "model.conv_features": "(8,)", "model.pool": "(True,)",
+    "model.hidden_sizes": "(16,)", "optimizer.warmup_steps": 5,
+}
+
+
+def overrides(data_dir: str, **changes) -> list[tuple[str, str]]:
+  values = dict(TINY, **{k.replace("__", "."): v for k, v in changes.items()})
+  values["data.data_dir"] = data_dir
+  return [(k, str(v)) for k, v in values.items()]
+
+
+def tiny_config(data_dir: str, **changes):
+  """The quickstart config shrunk to TINY; `a__b=v` overrides config key a.b."""
+  from lepton_jax import config_lib
+  config = config_lib.load(QUICKSTART)
+  config_lib.apply_overrides(config, overrides(data_dir, **changes))
+  return config
+
+
+def cli_args(workdir: str, data_dir: str, **changes) -> list[str]:
+  return ["--config", QUICKSTART, "--workdir", str(workdir)] + [
+      f"--config.{k}={v}" for k, v in overrides(data_dir, **changes)]
+
+
+def subprocess_env(cache_dir: str | None = None) -> dict:
+  """One CPU device, and a shared persistent compilation cache (faster restarts)."""
+  env = dict(os.environ)
+  env.pop("JAX_NUM_CPU_DEVICES", None)
+  env.pop("XLA_FLAGS", None)
+  env["PYTHONUNBUFFERED"] = "1"
+  if cache_dir:
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return env
+
+
+def start_cli(workdir, data_dir, log_path, cache_dir=None, **changes) -> subprocess.Popen:
+  log = open(log_path, "ab")
+  return subprocess.Popen([sys.executable, "-m", "lepton_jax.main"] + cli_args(workdir, data_dir,
+                                                                               **changes),
+                          cwd=REPO, env=subprocess_env(cache_dir), stdout=log,
+                          stderr=subprocess.STDOUT)
+
+
+# ----------------------------------------------------------- reading results
+
+def read_state(workdir, step: int | None = None) -> tuple[int, dict]:
+  """(step, {path: np.ndarray}) of a checkpoint's whole state, read with Orbax alone."""
+  import jax
+  import orbax.checkpoint as ocp
+  from etils import epath
+  directory = epath.Path(workdir) / "checkpoints"
+  if step is None:
+    step = max(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+  item = directory / str(step) / "state"
+  metadata = ocp.PyTreeCheckpointHandler().metadata(item)
+  tree = getattr(metadata, "tree", metadata)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  flat = jax.tree_util.tree_flatten_with_path(state)[0]
+  return step, {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+  assert sorted(a) == sorted(b)
+  for key in a:
+    assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+    assert np.array_equal(a[key], b[key]), f"{key} differs"
+
+
+def metric_rows(workdir) -> list[dict]:
+  """metrics.jsonl without the timing fields (those differ from run to run)."""
+  from lepton_jax.metric_writers import read_metrics
+  return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in read_metrics(workdir)]
+
+
+def assert_same_metrics(resumed, reference) -> None:
+  rows, ref = metric_rows(resumed), metric_rows(reference)
+  keys = [(r["step"], r["split"]) for r in rows]
+  assert len(keys) == len(set(keys)), "a step was logged twice"
+  assert keys == [(r["step"], r["split"]) for r in ref]
+  for row, want in zip(rows, ref):
+    assert row == want, (row, want)
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  from etils import epath
+  directory = epath.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())

@@ -1,0 +1,120 @@
+"""Exact resume: stopped runs (stop flag, SIGTERM) continue bit-for-bit, on any mesh."""
+
+import os
+import shutil
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import checkpoint_testlib as lib
+from lepton_jax import train
+
+
+class StopAt:
+  """A stop_requested callable: true once the run has done step `k` (it is asked once per step)."""
+
+  def __init__(self, start: int, k: int):
+    self.step, self.k = start, k
+
+  def __call__(self) -> bool:
+    self.step += 1
+    return self.step == self.k
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+  """An uninterrupted tiny run: (workdir, returned metrics)."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  metrics = train.train_and_evaluate(lib.tiny_config(data_dir), workdir, devices=jax.devices()[:1])
+  return workdir, metrics
+
+
+def test_stopped_and_resumed_runs_end_bit_for_bit_equal(reference, data_dir, tmp_path):
+  ref_dir, ref_metrics = reference
+  workdir = str(tmp_path / "run")
+  config, devices = lib.tiny_config(data_dir), jax.devices()[:1]
+  # Stops between logs and saves (7: mid-interval, 13: after a save), on a save step (20),
+  # and right before the end (29).
+  start = 0
+  for k in (7, 13, 20, 29):
+    with pytest.raises(train.Preempted):
+      train.train_and_evaluate(config, workdir, devices=devices, stop_requested=StopAt(start, k))
+    assert lib.checkpoint_steps(workdir)[-1] == k
+    start = k
+  metrics = train.train_and_evaluate(config, workdir, devices=devices)
+
+  assert metrics == ref_metrics
+  step, state = lib.read_state(workdir)
+  ref_step, ref_state = lib.read_state(ref_dir)
+  assert step == ref_step == 30
+  lib.assert_states_equal(state, ref_state)  # params, optimizer state, step, rng
+  lib.assert_same_metrics(workdir, ref_dir)  # every step logged once, same values
+
+
+def test_rerunning_a_complete_run_returns_its_final_eval(reference, data_dir, capsys):
+  ref_dir, ref_metrics = reference
+  rows = lib.metric_rows(ref_dir)
+  config = lib.tiny_config(data_dir)
+  metrics = train.train_and_evaluate(config, ref_dir, devices=jax.devices()[:1])
+  assert metrics == ref_metrics
+  assert lib.metric_rows(ref_dir) == rows  # nothing logged twice
+  assert "eval test at step 30" in capsys.readouterr().out
+
+
+def test_restore_onto_other_meshes_gives_the_same_eval(data_dir, tmp_path):
+  """A checkpoint sharded FSDP over 8 devices restores on 1 device, and on data=2 x model=2."""
+  saved = str(tmp_path / "fsdp8")
+  rules = "(('dense_0/kernel', 'fsdp,model'), ('.*', 'fsdp_auto'))"
+  config8 = lib.tiny_config(data_dir, num_train_steps=10, mesh__data=1, mesh__fsdp=8,
+                            sharding__rules=rules)
+  metrics8 = train.train_and_evaluate(config8, saved, devices=jax.devices()[:8])
+  step, state8 = lib.read_state(saved)
+
+  targets = {
+      "1 device": (dict(mesh__data=1, mesh__fsdp=1), 1),
+      "data=2 x model=2": (dict(mesh__data=2, mesh__fsdp=1, mesh__model=2), 4),
+  }
+  for name, (mesh, n) in targets.items():
+    workdir = str(tmp_path / name.replace(" ", "_"))
+    shutil.copytree(saved, workdir)
+    config = lib.tiny_config(data_dir, num_train_steps=10, sharding__rules=rules, **mesh)
+    metrics = train.train_and_evaluate(config, workdir, devices=jax.devices()[:n])
+    assert metrics.keys() == metrics8.keys()
+    for key in metrics8:
+      np.testing.assert_allclose(metrics[key], metrics8[key], rtol=1e-5, err_msg=f"{name}: {key}")
+    # The same state was restored and (the run being complete) nothing was saved over it.
+    lib.assert_states_equal(lib.read_state(workdir)[1], state8)
+
+
+def test_sigterm_commits_a_checkpoint_and_exits_75_within_10s(data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  log_path = tmp_path / "log.txt"
+  proc = lib.start_cli(workdir, data_dir, log_path, num_train_steps=100_000,
+                       checkpoint_every_steps=1000, eval_every_steps=100_000, log_every_steps=20)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+      if b"step 40/" in log_path.read_bytes():  # training is under way
+        break
+      time.sleep(0.2)
+    assert proc.poll() is None, log_path.read_text()
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    elapsed = time.time() - sent
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  log = log_path.read_text()
+  print(f"SIGTERM -> exit {code} in {elapsed:.2f}s")
+  assert code == 75, log
+  assert elapsed < 10, f"took {elapsed:.1f}s"
+  stopped = int(log.split("stopped at step ")[1].split(":")[0])
+  assert stopped >= 40
+  assert lib.checkpoint_steps(workdir)[-1] == stopped
+  assert not [p for p in os.listdir(workdir / "checkpoints") if "tmp" in p]
+  step, state = lib.read_state(workdir)  # committed and readable
+  assert step == stopped and int(state["['step']"]) == stopped
