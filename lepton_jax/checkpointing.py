@@ -89,6 +89,7 @@ class Checkpointer:
     self.workdir = epath.Path(workdir)
     self.directory = self.workdir / "checkpoints"
     self.best_metric, self.best_mode = best_metric, best_mode
+    self._checksums = None  # compiled by restore_latest for the run's state
     worst = -math.inf if best_mode == "max" else math.inf
 
     def metric_value(metrics) -> float:
@@ -144,7 +145,7 @@ class Checkpointer:
       return False
     if metrics is not None and self.best_metric not in metrics:
       metrics = None
-    meta = dict(meta or {}, step=step, checksums=state_checksums(state))
+    meta = dict(meta or {}, step=step, checksums=state_checksums(state, self._checksums))
     return self.manager.save(
         step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
                                          META: ocp.args.JsonSave(meta)}),
@@ -182,6 +183,7 @@ class Checkpointer:
     WORKDIR/checkpoints_corrupt/ so that training can save those steps again.
     A checkpoint of another model is a UserError: nothing is restored.
     """
+    self._checksums = compile_checksums(abstract_state)
     steps = self.all_steps()
     if not steps:
       return None
@@ -199,7 +201,7 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
         state, meta = restored[STATE], dict(restored[META] or {})
-        verify_checksums(state, meta)
+        verify_checksums(state, meta, self._checksums)
         if int(jax.device_get(state.step)) != step:
           raise ValueError(f"its state is at step {int(jax.device_get(state.step))}")
       except Exception as e:
@@ -260,22 +262,33 @@ def _leaf_checksum(x):
 _checksums_jit = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
 
 
-def state_checksums(state) -> dict[str, list[int]]:
+def compile_checksums(abstract_state):
+  """The checksum function compiled ahead for states like `abstract_state` (saves then
+  spend no time compiling, e.g. when a preemption notice leaves seconds to save)."""
+  return _checksums_jit.lower(abstract_state).compile()
+
+
+def state_checksums(state, compiled=None) -> dict[str, list[int]]:
   """{path: [sum, weighted sum]} of every array of `state` (uint32 arithmetic)."""
-  sums = _checksums_jit(state)
+  sums = None
+  if compiled is not None:
+    try:
+      sums = compiled(state)
+    except (TypeError, ValueError):  # another structure or sharding than compiled for
+      sums = None
+  if sums is None:
+    sums = _checksums_jit(state)
   flat = jax.tree_util.tree_flatten_with_path(sums)[0]
   # Replicated results: this process's copy is the value (also on multi-host runs).
   return {path_string(p): [int(v) for v in np.asarray(x.addressable_data(0))] for p, x in flat}
 
 
-def verify_checksums(state, meta: dict, only=None) -> None:
+def verify_checksums(state, meta: dict, compiled=None) -> None:
   """Raises ValueError naming the first array whose checksum differs from `meta`'s."""
   saved = meta.get("checksums")
   if not saved:  # written before checksums existed
     return
-  for path, value in state_checksums(state).items():
-    if only is not None and path not in only:
-      continue
+  for path, value in state_checksums(state, compiled).items():
     if path in saved and list(saved[path]) != value:
       raise ValueError(f"{path} does not match its checksum (a corrupted data file)")
 

@@ -34,6 +34,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""  # start from this checkpoint (a workdir or a checkpoint step dir); '' = fresh
   c.init_from_params = ".*"  # regex on parameter paths: which parameters init_from loads
 
+  c.perf = ml_collections.ConfigDict()
+  c.perf.peak_flops = 0.0  # peak FLOP/s of one device for MFU; 0: known table, or measured on CPU
+  c.perf.profile_start_step = -1  # capture a jax.profiler trace from this step; -1: off
+  c.perf.profile_num_steps = 5  # steps in the trace (WORKDIR/profile, for TensorBoard/Perfetto)
+
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"  # registered model; the other keys of this section are its arguments
 

@@ -14,7 +14,7 @@ import numpy as np
 from etils import epath
 
 from lepton_jax import checkpointing, config_lib, mesh as mesh_lib, optimizers, registry
-from lepton_jax import sharding, steps, train_state
+from lepton_jax import perf, sharding, steps, train_state
 from lepton_jax.data import ops, pipeline
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
@@ -189,7 +189,15 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
   t0 = time.perf_counter()
   train_step = run.train_step.lower(abstract, run.abstract_batch()).compile()
   compile_seconds = time.perf_counter() - t0
-  progress.print(f"train step compiled in {compile_seconds:.1f}s")
+  flops = perf.step_flops(train_step)
+  device = run.mesh.devices.flat[0]
+  peak, peak_source = perf.peak_flops(device, config.perf.peak_flops)
+  progress.print(f"train step compiled in {compile_seconds:.1f}s; "
+                 f"{(flops or 0) / 1e9:.3g} GFLOPs/step/device; peak {peak / 1e12:.3g} TFLOP/s "
+                 f"per device ({peak_source})")
+  profiler = perf.Profiler(workdir, config.perf.profile_start_step, config.perf.profile_num_steps,
+                           enabled=run.is_primary)
+  tokens_per_example = getattr(run.experiment, "tokens_per_example", None)
 
   # ---------------------------------------------------------------- train
   batches = pipeline.prefetch(run.train_data.batches(start_step), run.global_batch,
@@ -203,8 +211,10 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
       t_wait = time.perf_counter()
       batch = next(batches)
       input_wait += time.perf_counter() - t_wait
+      profiler.before_step(step)
       with jax.transfer_guard("disallow"):
         state, metrics = train_step(state, batch)
+      profiler.after_step(step, state)
       history.append((step, metrics))
 
       is_last = step == run.total_steps
@@ -225,9 +235,19 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
                      step_time_ms=1000 * elapsed / n, input_wait_fraction=input_wait / elapsed)
         if step == start_step + n:
           means["compile_seconds"] = compile_seconds
+        if flops and peak:
+          means["mfu"] = flops * n / elapsed / peak
+        if tokens_per_example:
+          means["tokens_per_sec"] = means["examples_per_sec"] * tokens_per_example
+        memory = perf.memory_in_use(device)
+        if memory is not None:
+          means["memory_bytes"] = memory
         writer.write(step, "train", means)
-        progress.update(step, {"loss": means["loss"], "ex/s": means["examples_per_sec"]},
-                        elapsed / n)
+        progress.update(step, {
+            "loss": means["loss"], "ex/s": means["examples_per_sec"],
+            "step": f"{means['step_time_ms']:.1f}ms",
+            "wait": f"{100 * means['input_wait_fraction']:.0f}%",
+            **({"MFU": f"{100 * means['mfu']:.1f}%"} if "mfu" in means else {})}, elapsed / n)
         history, last_log_time, last_log_step, input_wait = [], time.perf_counter(), step, 0.0
 
       if is_last or step % run.eval_every == 0:
@@ -258,6 +278,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
       progress.print(f"eval {config.eval.split} at step {start_step}: " +
                      ", ".join(f"{k} {v:.4f}" for k, v in final_metrics.items()))
   finally:
+    profiler.close()
     batches.close()
     checkpointer.close()
     writer.close()

@@ -140,7 +140,7 @@ def test_cli_json_and_errors(digits_run, test_digits, tmp_path, capsys):
   with pytest.raises(UserError, match="no checkpoint in") as e:
     predict.main(["--workdir", str(empty), str(tmp_path / "d0.png")])
   assert "\n" not in str(e.value)
-  with pytest.raises(UserError, match="run.json does not exist"):
+  with pytest.raises(UserError, match="config.json does not exist: is this a lepton_jax workdir"):
     predict.main(["--workdir", str(tmp_path), str(tmp_path / "d0.png")])
 
 
