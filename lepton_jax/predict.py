@@ -27,6 +27,7 @@ Binary experiments report P(positive label) and a decision at --threshold.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -107,7 +108,23 @@ def sample(logits_fn: Callable, prompt: Sequence[int], max_new_tokens: int, *, t
   width = len(tokens) + max_new_tokens
   if max_len:
     width = min(width, int(max_len))
-  temperature, top_k = float(temperature), int(top_k)
+  next_token = _next_token_fn(logits_fn, float(temperature), int(top_k))
+  rng = jax.random.PRNGKey(seed)
+  new = []
+  for i in range(max_new_tokens):
+    context = tokens[-width:]
+    window = np.zeros((1, width), np.int32)
+    window[0, :len(context)] = context
+    token = int(next_token(window, np.int32(len(context)), jax.random.fold_in(rng, i)))
+    tokens.append(token)
+    new.append(token)
+  return new
+
+
+@functools.lru_cache(maxsize=8)
+def _next_token_fn(logits_fn: Callable, temperature: float, top_k: int) -> Callable:
+  """jit(next_token(window, length, key)): compiled once per window width (and reused
+  across calls with the same logits_fn, temperature and top_k)."""
 
   @jax.jit
   def next_token(window, length, key):
@@ -120,16 +137,7 @@ def sample(logits_fn: Callable, prompt: Sequence[int], max_new_tokens: int, *, t
       logits = jnp.where(logits < kth, -jnp.inf, logits)
     return jax.random.categorical(key, logits)
 
-  rng = jax.random.PRNGKey(seed)
-  new = []
-  for i in range(max_new_tokens):
-    context = tokens[-width:]
-    window = np.zeros((1, width), np.int32)
-    window[0, :len(context)] = context
-    token = int(next_token(window, np.int32(len(context)), jax.random.fold_in(rng, i)))
-    tokens.append(token)
-    new.append(token)
-  return new
+  return next_token
 
 
 class ByteCodec:
@@ -351,13 +359,16 @@ class Predictor:
                     f"({self.info.num_classes}) is smaller than bytes")
 
   def logits_fn(self) -> Callable:
-    """fn(tokens (B, T) int32) -> (B, T, V) logits of the model (jax-traceable)."""
-    variables, model, preprocess = self.variables, self.model, self.preprocess
+    """fn(tokens (B, T) int32) -> (B, T, V) logits of the model (jax-traceable; one per predictor,
+    so that sampling reuses its compilations)."""
+    if getattr(self, "_logits_fn", None) is None:
+      variables, model, preprocess = self.variables, self.model, self.preprocess
 
-    def fn(tokens):
-      return model.apply(variables, preprocess(tokens, jax.random.PRNGKey(0)), train=False)
+      def fn(tokens):
+        return model.apply(variables, preprocess(tokens, jax.random.PRNGKey(0)), train=False)
 
-    return fn
+      self._logits_fn = fn
+    return self._logits_fn
 
   def generate(self, prompt: str, max_new_tokens: int = 100, temperature: float = 1.0,
                top_k: int = 0, seed: int = 0) -> str:

@@ -6,30 +6,42 @@ import numpy as np
 import optax
 import pytest
 
-# XLA:CPU spends ~0.4 s of compile time per initializer draw (a whole ResNet
-# init takes tens of seconds, worse with the default threefry PRNG), so the
-# tests use the cheaper 'rbg' PRNG and initialise each tiny model once per
-# module, sharing the variables between tests. Tests only need *some* randomness.
-PRNG_IMPL = "rbg"
+# XLA:CPU spends ~0.1-0.4 s of compile time per initializer draw and seconds per
+# tiny train step, which dominates these tests on a 2-core machine. So every
+# test initialises its tiny model once per module (the variables are shared),
+# runs everything through jit (one compile, not one per op), and compiles with
+# LLVM optimisation off: the programs are tiny, compile time is what counts.
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def jit(fn, **kwargs):
+  return jax.jit(fn, compiler_options=COMPILER_OPTIONS, **kwargs)
 
 
 def key(seed: int):
-  return jax.random.key(seed, impl=PRNG_IMPL)
+  return jax.random.key(seed)
 
 
 def init(model, x, seed: int = 0):
-  """Variables of `model` for input `x` (jitted: one compile instead of one per op)."""
-  return jax.jit(model.init)({"params": key(seed), "dropout": key(seed + 1)}, x)
+  """Variables of `model` for input `x`."""
+  return jit(model.init)({"params": key(seed), "dropout": key(seed + 1)}, x)
+
+
+def apply(model, variables, x, *, train: bool = False, rng=None, mutable=False):
+  """model.apply, jitted; `rng` is the dropout key."""
+  def fn(variables, x, rng):
+    return model.apply(variables, x, train=train, rngs={"dropout": rng} if rng is not None else None,
+                       mutable=mutable)
+  return jit(fn)(variables, x, rng)
 
 
 def param_count_of(model, x) -> int:
   """Parameters of `model` initialised on `x`, by shape only (nothing is computed)."""
-  variables = jax.eval_shape(
-      lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x))
+  variables = jax.eval_shape(lambda: model.init({"params": key(0), "dropout": key(1)}, x))
   return sum(a.size for a in jax.tree.leaves(variables["params"]))
 
 
-def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int = 0, variables=None):
+def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, variables=None):
   """Trains `model` on the single batch (x, y) with Adam for `steps` steps.
 
   Returns (final train-mode loss, eval-mode loss, eval-mode accuracy), the
@@ -38,11 +50,10 @@ def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int
   `variables`, when given, are the initial ones (saves compiling an init).
   """
   if variables is None:
-    variables = init(model, x, seed)
+    variables = init(model, x)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   tx = optax.adam(learning_rate)
-  opt_state = tx.init(params)
 
   def loss_fn(params, batch_stats, rng):
     logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
@@ -50,19 +61,22 @@ def fit_batch(model, x, y, *, steps: int, learning_rate: float = 1e-2, seed: int
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, updates.get("batch_stats", {})
 
-  @jax.jit
-  def step(params, batch_stats, opt_state, rng):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+  def train(params, batch_stats):
+    # The whole loop in one program: no per-step dispatch, one compile.
+    def step(carry, i):
+      params, batch_stats, opt_state = carry
+      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, batch_stats, jax.random.fold_in(key(2), i))
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-  rng = key(seed + 2)
-  for i in range(steps):
-    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.fold_in(rng, i))
-  logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-  eval_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
-  return float(loss), float(eval_loss), float(accuracy)
+    (params, batch_stats, _), losses = jax.lax.scan(
+        step, (params, batch_stats, tx.init(params)), jnp.arange(steps))
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+    eval_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return losses[-1], eval_loss, jnp.mean(jnp.argmax(logits, -1) == y)
+
+  return tuple(float(v) for v in jit(train)(params, batch_stats))
 
 
 def assert_dropout_behaviour(model, x, variables=None):
@@ -71,15 +85,16 @@ def assert_dropout_behaviour(model, x, variables=None):
     variables = init(model, x)
   mutable = ["batch_stats"] if "batch_stats" in variables else False
 
-  def train_out(seed):
-    out = model.apply(variables, x, train=True, rngs={"dropout": key(seed)}, mutable=mutable)
-    return out[0] if mutable else out
+  def outputs(variables, x):
+    def train_out(seed):
+      out = model.apply(variables, x, train=True, rngs={"dropout": key(seed)}, mutable=mutable)
+      return out[0] if mutable else out
+    return (train_out(1), train_out(2), train_out(1), model.apply(variables, x, train=False),
+            model.apply(variables, x, train=False, rngs={"dropout": key(3)}))
 
-  a, b = train_out(1), train_out(2)
+  a, b, a_again, e1, e2 = jit(outputs)(variables, x)
   assert not np.allclose(a, b), "dropout should make train-mode outputs depend on the rng"
-  np.testing.assert_array_equal(a, train_out(1))
-  e1 = model.apply(variables, x, train=False)
-  e2 = model.apply(variables, x, train=False, rngs={"dropout": key(3)})
+  np.testing.assert_array_equal(a, a_again)
   np.testing.assert_array_equal(e1, e2)
   assert not np.allclose(a, e1)
 
@@ -97,13 +112,13 @@ def param_count():
 
 
 @pytest.fixture(scope="session")
-def make_key():
-  return key
+def init_vars():
+  return init
 
 
 @pytest.fixture(scope="session")
-def init_vars():
-  return init
+def run():
+  return apply
 
 
 @pytest.fixture(scope="session")

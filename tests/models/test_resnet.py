@@ -72,7 +72,7 @@ def test_tiny_resnet_overfits_a_fixed_batch(fit, tiny_vars, rng):
   x = jnp.asarray(rng.normal(size=(8, 8, 8, 3)), jnp.float32)
   y = jnp.asarray(rng.permutation(np.arange(8) % NUM_CLASSES), jnp.int32)
   model = ResNet(num_classes=NUM_CLASSES, **TINY)
-  train_loss, eval_loss, accuracy = fit(model, x, y, steps=100, learning_rate=1e-2, variables=tiny_vars)
+  train_loss, eval_loss, accuracy = fit(model, x, y, steps=100, variables=tiny_vars)
   assert train_loss < 0.05
   assert accuracy == 1.0  # eval mode: batch norm from its running averages
   assert eval_loss < 0.2

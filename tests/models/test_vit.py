@@ -80,6 +80,6 @@ def test_tiny_vit_overfits_a_fixed_batch(fit, tiny_vars, rng):
   x = jnp.asarray(rng.normal(size=(8, 8, 8, 3)), jnp.float32)
   y = jnp.asarray(rng.permutation(np.arange(8) % NUM_CLASSES), jnp.int32)
   model = ViT(num_classes=NUM_CLASSES, **TINY)
-  _, eval_loss, accuracy = fit(model, x, y, steps=100, learning_rate=1e-2, variables=tiny_vars)
+  _, eval_loss, accuracy = fit(model, x, y, steps=100, variables=tiny_vars)
   assert accuracy == 1.0
   assert eval_loss < 0.05

@@ -1,0 +1,125 @@
+"""Times a config's train step, its input pipeline and the full train loop.
+
+    python -m lepton_jax.bench --config configs/mnist_cnn.py \
+        --config.data.manual_dir=../shared/data/mnist [--steps 100] [--repeats 5]
+
+Prints medians over `repeats` timed intervals of `steps` steps each, after a
+warm-up interval:
+  step       the bare jitted train step on one fixed on-device batch
+             (synthetic-data mode: no input pipeline at all) - the floor;
+  input      the input pipeline alone: host batch assembly + transfer to devices;
+  loop       the real train loop (train_and_evaluate: prefetch, step, logging),
+             read from the live figures it logs;
+and the ratio loop / step.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+
+from lepton_jax import config_lib, metric_writers, train
+from lepton_jax.data import pipeline
+from lepton_jax.errors import UserError
+from lepton_jax.main import split_overrides
+
+
+def _median_interval(fn, steps: int, repeats: int) -> float:
+  """Median seconds per step of `fn()` over `repeats` intervals (after one warm-up)."""
+  fn(steps)
+  return statistics.median(fn(steps) / steps for _ in range(repeats))
+
+
+def time_bare_step(run, steps: int, repeats: int) -> float:
+  state = run.init_state(run.init_rng)
+  batch = run.global_batch(run.train_data.batch(0))
+  holder = {"state": state}
+
+  def interval(n):
+    s = holder["state"]
+    t0 = time.perf_counter()
+    for _ in range(n):
+      s, metrics = run.train_step(s, batch)
+    jax.block_until_ready((s, metrics))
+    holder["state"] = s
+    return time.perf_counter() - t0
+
+  return _median_interval(interval, steps, repeats)
+
+
+def time_input(run, steps: int, repeats: int) -> float:
+  batches = pipeline.prefetch(run.train_data.batches(0), run.global_batch, run.config.data.prefetch)
+
+  def interval(n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+      batch = next(batches)
+    jax.block_until_ready(batch)
+    return time.perf_counter() - t0
+
+  try:
+    return _median_interval(interval, steps, repeats)
+  finally:
+    batches.close()
+
+
+def time_loop(config, steps: int, repeats: int) -> tuple[float, float]:
+  """(median seconds/step, median input-wait fraction) of the real loop's logged intervals."""
+  config = config.copy_and_resolve_references()
+  total = steps * (repeats + 1)
+  with config.unlocked():
+    config.num_train_steps = total
+    config.log_every_steps = steps
+    config.eval_every_steps = total
+    config.checkpoint_every_steps = total
+  with tempfile.TemporaryDirectory() as workdir:
+    train.train_and_evaluate(config, workdir)
+    rows = [r for r in metric_writers.read_metrics(workdir) if r["split"] == "train"][1:]
+  return (statistics.median(r["step_time_ms"] / 1000 for r in rows),
+          statistics.median(r["input_wait_fraction"] for r in rows))
+
+
+def main(argv: list[str]) -> int:
+  rest, overrides = split_overrides(argv)
+  parser = argparse.ArgumentParser(prog="python -m lepton_jax.bench", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--steps", type=int, default=100, help="steps per timed interval")
+  parser.add_argument("--repeats", type=int, default=5, help="timed intervals (median reported)")
+  parser.add_argument("--only", choices=("step", "input", "loop"), action="append",
+                      help="time only these parts (repeatable)")
+  args = parser.parse_args(rest)
+  config = config_lib.load(args.config)
+  config_lib.apply_overrides(config, overrides)
+  parts = args.only or ["step", "input", "loop"]
+  batch = config.batch_size
+  results = {}
+  with tempfile.TemporaryDirectory() as workdir:
+    run = train.Run(config, workdir)
+    print(f"{config.model.name} on {run.info.name}, global batch {batch}, "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s); "
+          f"medians of {args.repeats} x {args.steps} steps")
+    if "step" in parts:
+      results["step"] = time_bare_step(run, args.steps, args.repeats)
+    if "input" in parts:
+      results["input"] = time_input(run, args.steps, args.repeats)
+  wait = None
+  if "loop" in parts:
+    results["loop"], wait = time_loop(config, args.steps, args.repeats)
+  for name, seconds in results.items():
+    print(f"{name:<6} {seconds * 1000:8.2f} ms/step  {batch / seconds:10,.0f} examples/s")
+  if wait is not None:
+    print(f"loop input wait: {100 * wait:.1f}% of step time")
+  if "step" in results and "loop" in results:
+    print(f"loop / bare step throughput: {results['step'] / results['loop']:.3f}")
+  return 0
+
+
+if __name__ == "__main__":
+  try:
+    sys.exit(main(sys.argv[1:]))
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)

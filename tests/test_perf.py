@@ -1,0 +1,48 @@
+import glob
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+
+from lepton_jax import config_lib, metric_writers, perf, train
+
+
+def test_step_flops_counts_a_matmul():
+  compiled = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 32)), jnp.ones((32, 16))).compile()
+  assert perf.step_flops(compiled) == 2 * 64 * 32 * 16
+
+
+def test_peak_flops_sources():
+  assert perf.peak_flops(jax.devices()[0], 5e12) == (5e12, "config perf.peak_flops")
+  tpu = types.SimpleNamespace(device_kind="TPU v5 lite", platform="tpu")
+  assert perf.peak_flops(tpu) == (197e12, "data sheet (TPU v5 lite)")
+  value, source = perf.peak_flops(jax.devices()[0])
+  assert source == "measured f32 matmul" and value > 1e8
+
+
+def test_live_figures_and_profile_are_written(quick_config, tmp_path):
+  config_lib.apply_overrides(quick_config, [("perf.profile_start_step", "12"),
+                                            ("perf.profile_num_steps", "3")])
+  workdir = str(tmp_path)
+  train.train_and_evaluate(quick_config, workdir, devices=jax.devices()[:1])
+  rows = [r for r in metric_writers.read_metrics(workdir) if r["split"] == "train"]
+  assert "compile_seconds" in rows[0] and rows[0]["compile_seconds"] > 0
+  for row in rows:
+    assert row["examples_per_sec"] > 0 and row["step_time_ms"] > 0
+    assert 0 <= row["input_wait_fraction"] < 1
+    assert 0 < row["mfu"]
+  assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
+
+
+def test_bench_prints_medians(quick_config, data_dir, capsys):
+  from lepton_jax import bench
+  from conftest import REPO
+  bench.main(["--config", os.path.join(REPO, "configs", "quickstart.py"),
+              f"--config.data.data_dir={data_dir}", "--config.model.conv_features=(8,)",
+              "--config.model.pool=(True,)", "--config.optimizer.warmup_steps=2",
+              "--steps", "5", "--repeats", "2"])
+  out = capsys.readouterr().out
+  for part in ("step", "input", "loop"):
+    assert any(line.startswith(part) and "examples/s" in line for line in out.splitlines()), out
+  assert "loop / bare step throughput:" in out
