@@ -1,16 +1,28 @@
-"""Times one jitted train step of the seed MNIST CNN per pooling impl.
+"""Times the seed MNIST CNN's jitted train step per pooling / conv impl.
 
     PYTHONPATH=. python benchmarks/bench_pooling.py [--repeats 50] [--batch 128]
+    PYTHONPATH=. python benchmarks/bench_pooling.py --epochs 3   # whole MNIST epochs
 
 Model (the seeds' MNIST net, as lepton_jax.models.cnn.CNN with its defaults):
 Conv(32, 3x3, SAME) relu -> max-pool 2x2/2 -> flatten -> Dense(64) relu -> Dense(10),
 softmax cross-entropy, optax.adam(1e-3). The model is defined here rather than
 imported so the timing covers exactly this architecture whatever the model zoo
-does; `--conv` switches the first layer between flax's nn.Conv and
-lepton_jax.ops.conv.conv2d.
+does; --conv picks the first layer: 'flax' (nn.Conv) or a lepton_jax.ops.conv impl.
+
+Step mode: every (pool, conv) variant is compiled and warmed up first, then
+the variants are timed round-robin, one step each per round, so that load from
+other processes on a shared machine hits all of them alike. Prints the median
+step in ms, img/s and the speed-up over reduce_window pooling with flax's conv.
+
+Epoch mode (--epochs N): the same loop as the peers in benchmarks/peers/ -- one
+shuffle per epoch, batches gathered from host numpy arrays (MNIST from
+../shared/data/mnist when present), last partial batch included -- and prints
+`images/s: N`, the median over N epochs after a warm-up epoch.
 """
 
 import argparse
+import gzip
+import os
 import statistics
 import time
 
@@ -22,6 +34,9 @@ import optax
 
 from lepton_jax.ops import conv as conv_ops
 from lepton_jax.ops import pooling
+
+MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                     "mnist")
 
 
 class SeedCNN(nn.Module):
@@ -41,7 +56,11 @@ class SeedCNN(nn.Module):
     return nn.Dense(10)(x)
 
 
-def make_step(model, tx):
+def make_train_state(pool_impl, conv_impl, x):
+  model = SeedCNN(pool_impl=pool_impl, conv_impl=conv_impl)
+  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  tx = optax.adam(1e-3)
+
   def loss_fn(params, x, y):
     logits = model.apply({"params": params}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -52,51 +71,92 @@ def make_step(model, tx):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  return step
+  return step, params, tx.init(params)
 
 
-def time_step(pool_impl, conv_impl, batch, repeats, warmup=5):
-  model = SeedCNN(pool_impl=pool_impl, conv_impl=conv_impl)
+def load_mnist(n=60000):
+  img_path = os.path.join(MNIST, "train-images-idx3-ubyte.gz")
+  lbl_path = os.path.join(MNIST, "train-labels-idx1-ubyte.gz")
+  if os.path.exists(img_path) and os.path.exists(lbl_path):
+    with gzip.open(img_path) as f:
+      images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+    with gzip.open(lbl_path) as f:
+      labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images.astype(np.float32) / 255.0, labels.astype(np.int32), "MNIST"
+  rng = np.random.default_rng(0)
+  return (rng.random((n, 28, 28, 1), np.float32), rng.integers(0, 10, n).astype(np.int32),
+          "random")
+
+
+def bench_steps(variants, batch, repeats, warmup=5):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.random((batch, 28, 28, 1), np.float32))
-  y = jnp.asarray(rng.integers(0, 10, batch))
-  params = model.init(jax.random.PRNGKey(0), x)["params"]
-  tx = optax.adam(1e-3)
-  opt_state = tx.init(params)
-  step = make_step(model, tx)
-  for _ in range(warmup):
-    params, opt_state, loss = step(params, opt_state, x, y)
-  jax.block_until_ready(loss)
-  times = []
+  y = jnp.asarray(rng.integers(0, 10, batch).astype(np.int32))
+  states = {}
+  for v in variants:
+    step, params, opt_state = make_train_state(*v, x)
+    for _ in range(warmup):
+      params, opt_state, loss = step(params, opt_state, x, y)
+    jax.block_until_ready(loss)
+    states[v] = [step, params, opt_state]
+  times = {v: [] for v in variants}
   for _ in range(repeats):
+    for v, st in states.items():
+      step, params, opt_state = st
+      t0 = time.perf_counter()
+      params, opt_state, loss = step(params, opt_state, x, y)
+      jax.block_until_ready((params, loss))
+      times[v].append(time.perf_counter() - t0)
+      st[1:] = params, opt_state
+  return {v: statistics.median(t) * 1e3 for v, t in times.items()}
+
+
+def bench_epochs(pool_impl, conv_impl, batch, epochs):
+  images, labels, source = load_mnist()
+  n = len(images)
+  step, params, opt_state = make_train_state(pool_impl, conv_impl, jnp.asarray(images[:batch]))
+  rng = np.random.default_rng(0)
+  print(f"data={source} n={n} pool={pool_impl} conv={conv_impl}")
+  rates = []
+  for epoch in range(epochs + 1):  # epoch 0 warms up (compiles the partial last batch too)
     t0 = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, x, y)
+    perm = rng.permutation(n)
+    for i in range(0, n, batch):
+      idx = perm[i:i + batch]
+      params, opt_state, loss = step(params, opt_state, images[idx], labels[idx])
     jax.block_until_ready((params, loss))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times) * 1e3
+    dt = time.perf_counter() - t0
+    tag = "warm-up" if epoch == 0 else f"epoch {epoch - 1}"
+    print(f"{tag}: {dt:.2f} s, {n / dt:.0f} images/s, loss {float(loss):.4f}", flush=True)
+    if epoch:
+      rates.append(n / dt)
+  print(f"images/s: {statistics.median(rates):.0f}")
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=50)
-  ap.add_argument("--pool", nargs="+", default=["reduce_window", "reshape", "mask_vjp", "auto"],
+  ap.add_argument("--pool", nargs="+", default=["reduce_window", "reshape", "mask_vjp"],
                   choices=pooling.IMPLS)
-  ap.add_argument("--conv", nargs="+", default=["flax", "auto"],
-                  help="first-layer conv: 'flax' (nn.Conv) or a lepton_jax.ops.conv impl")
+  ap.add_argument("--conv", nargs="+", default=["flax", "shifted"],
+                  choices=("flax",) + conv_ops.IMPLS)
+  ap.add_argument("--epochs", type=int, default=0,
+                  help="time N whole MNIST epochs of the first --pool/--conv instead")
   args = ap.parse_args()
-  print(f"jax {jax.__version__} backend={jax.default_backend()} batch={args.batch} "
-        f"repeats={args.repeats}; auto pool={pooling.auto_impl()} conv={conv_ops.auto_impl()}")
-  base = None
+  print(f"jax {jax.__version__} backend={jax.default_backend()} batch={args.batch}; "
+        f"auto: pool={pooling.auto_impl()} conv={conv_ops.auto_impl()}")
+  if args.epochs:
+    bench_epochs(args.pool[0], args.conv[0], args.batch, args.epochs)
+    return
+  variants = [(p, c) for c in args.conv for p in args.pool]
+  medians = bench_steps(variants, args.batch, args.repeats)
+  base = medians.get(("reduce_window", "flax"))
+  print(f"repeats={args.repeats}, round-robin")
   print(f"{'pool':>14} {'conv':>8} {'median ms':>10} {'img/s':>9} {'vs reduce_window':>17}")
-  for conv_impl in args.conv:
-    for pool_impl in args.pool:
-      ms = time_step(pool_impl, conv_impl, args.batch, args.repeats)
-      if base is None and pool_impl == "reduce_window" and conv_impl == "flax":
-        base = ms
-      ratio = f"{base / ms:.2f}x" if base else "-"
-      print(f"{pool_impl:>14} {conv_impl:>8} {ms:10.2f} {args.batch / ms * 1e3:9.0f} {ratio:>17}",
-            flush=True)
+  for (p, c), ms in medians.items():
+    ratio = f"{base / ms:.2f}x" if base else "-"
+    print(f"{p:>14} {c:>8} {ms:10.2f} {args.batch / ms * 1e3:9.0f} {ratio:>17}")
 
 
 if __name__ == "__main__":

@@ -30,24 +30,24 @@ def get_config(arg=None):
   config.data.preprocess = ()  # int32 tokens go to the model as they are
 
   config.model.name = "transformer_lm"
-  config.model.width = 192
-  config.model.depth = 3
-  config.model.num_heads = 3
-  config.model.mlp_dim = 768
+  config.model.width = 128
+  config.model.depth = 2
+  config.model.num_heads = 4
+  config.model.mlp_dim = 512
   config.model.max_len = 128
   config.model.positions = "learned"
   config.model.dropout_rate = 0.0
 
-  config.batch_size = 32
-  config.num_train_steps = 1500
+  config.batch_size = 16
+  config.num_train_steps = 800
   config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
+  config.optimizer.learning_rate = 4e-3
   config.optimizer.schedule = "warmup_cosine"
-  config.optimizer.warmup_steps = 100
+  config.optimizer.warmup_steps = 50
   config.optimizer.end_learning_rate = 1e-4
   config.optimizer.weight_decay = 0.01
   config.optimizer.grad_clip_norm = 1.0
   config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
   return config

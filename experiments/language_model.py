@@ -50,7 +50,9 @@ class LanguageModel:
   def __init__(self, config, info):
     self.info = info
     self.input_key = info.input_key
-    self.label_key = info.label_key
+    # The next-token targets: 'targets' (text_files), unless the dataset names another key.
+    # (A DatasetInfo rebuilt from a run record may carry only the default 'label'.)
+    self.label_key = info.label_key if info.label_key != "label" else "targets"
     if len(info.input_shape) != 1 or not jnp.issubdtype(info.input_dtype, jnp.integer):
       raise UserError(f"experiment 'language_model' needs integer token sequences; dataset "
                       f"{info.name!r} gives {info.input_key!r} of shape {tuple(info.input_shape)} "

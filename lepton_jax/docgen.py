@@ -37,6 +37,7 @@ SECTIONS = {
     "": "Top-level keys: the run as a whole.",
     "model": "The model: `model.name` picks a registered model; every other key of this section "
              "is passed to it as a constructor argument (configs add the ones they need).",
+    "perf": "Efficiency figures logged with the training metrics (MFU, memory) and profiler traces.",
     "data": "The dataset and the device-side ops applied to its inputs.",
     "eval": "Evaluation and the choice of the best checkpoint.",
     "loss": "The loss function.",
@@ -169,13 +170,13 @@ def _config_section(rel_path: str, root: str, base: dict, base_docs: dict[str, K
   model = values.get("model.name", "")
 
   def meaning(key: str) -> str:
-    if key in own_docs and own_docs[key].comment:
-      return own_docs[key].comment
-    if key in base_docs and base_docs[key].comment:
-      return base_docs[key].comment
-    if key.startswith("model."):
-      return f"argument of model `{model}` (see [its docstring](#models))"
-    return ""
+    own = own_docs[key].comment if key in own_docs else ""
+    base_meaning = base_docs[key].comment if key in base_docs else ""
+    if not base_meaning and key.startswith("model."):
+      base_meaning = f"argument of model `{model}` (see [its docstring](#models))"
+    if own and base_meaning:
+      return f"{base_meaning}; *here*: {own}"
+    return own or base_meaning
 
   changed = [k for k, v in values.items() if k in base and base[k] != v]
   added = [k for k in values if k not in base]

@@ -38,13 +38,22 @@ def checkpoint_steps(checkpointer) -> list[int]:
   return sorted(int(s) for s in steps)
 
 
-def checkpoint_meta(checkpointer, step: int) -> dict:
-  """The JSON `meta` item saved with checkpoint `step` ({} if unreadable)."""
-  path = epath.Path(checkpointer.directory) / str(step) / "meta" / "metadata"
+def _read_json(path) -> dict:
   try:
-    return json.loads(path.read_text())
+    value = json.loads(epath.Path(path).read_text())
   except (OSError, ValueError):
     return {}
+  return value if isinstance(value, dict) else {}
+
+
+def checkpoint_meta(checkpointer, step: int) -> dict:
+  """The JSON `meta` item saved with checkpoint `step` ({} if unreadable)."""
+  return _read_json(epath.Path(checkpointer.directory) / str(step) / "meta" / "metadata")
+
+
+def checkpoint_metrics(checkpointer, step: int) -> dict:
+  """The eval metrics Orbax saved with checkpoint `step` when it evaluated ({} if none)."""
+  return _read_json(epath.Path(checkpointer.directory) / str(step) / "metrics" / "metrics")
 
 
 def _better(a: float, b: float, mode: str) -> bool:
@@ -55,8 +64,8 @@ def best_step(workdir: str, checkpointer, metric: str, mode: str, split: str) ->
   """(step, value) of the kept checkpoint with the best `metric`.
 
   The value of a checkpoint is the eval row of `split` at its exact step in
-  metrics.jsonl, else the metrics saved in its meta (which are those of the
-  last evaluation before it). Ties go to the later step.
+  metrics.jsonl, else the eval metrics saved with it (its `metrics` item), else
+  those in its meta (the last evaluation before it). Ties go to the later step.
   """
   if mode not in ("max", "min"):
     raise UserError(f"eval.best_mode={mode!r}: choose max or min")
@@ -65,7 +74,9 @@ def best_step(workdir: str, checkpointer, metric: str, mode: str, split: str) ->
   for step in checkpoint_steps(checkpointer):
     value = rows.get(step, {}).get(metric)
     if value is None:
-      value = checkpoint_meta(checkpointer, step).get("metrics", {}).get(metric)
+      value = checkpoint_metrics(checkpointer, step).get(metric)
+    if value is None:
+      value = (checkpoint_meta(checkpointer, step).get("metrics") or {}).get(metric)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
       continue
     if best is None or not _better(best[1], value, mode):

@@ -80,14 +80,17 @@ def traceable_host_transform(predictor, shape, dtype):
     probe = rng.integers(info.min, min(int(info.max), 255) + 1, (4,) + shape).astype(dtype)
   else:
     probe = rng.normal(size=(4,) + shape).astype(dtype)
+  host = np.asarray(predictor.host_transform(probe))
+  name = f"{type(predictor.dataset).__name__}.host_transform"
   try:
     traced = np.asarray(jax.jit(fn)(probe))
-    host = np.asarray(predictor.host_transform(probe))
     if traced.shape == host.shape and np.allclose(traced, host, rtol=1e-5, atol=1e-5):
-      return fn, f"included: {type(predictor.dataset).__name__}.host_transform, traced into the graph"
+      return fn, f"included: {name}, traced into the graph"
     why = "its traced result differs from the numpy one"
   except Exception as e:  # an arbitrary numpy/Python transform may not trace
     why = f"it does not trace ({type(e).__name__})"
+  if host.dtype == probe.dtype and np.array_equal(host, probe):
+    return None, f"none needed: {name} leaves {np.dtype(dtype).name} inputs of this shape unchanged"
   return None, why
 
 
@@ -221,7 +224,7 @@ def export_workdir(workdir, out_dir, checkpoint="latest", platforms=DEFAULT_PLAT
   out.mkdir(parents=True, exist_ok=True)
 
   host_fn, host_note = traceable_host_transform(predictor, shape, dtype)
-  if predictor.has_host_transform and host_fn is None:
+  if predictor.has_host_transform and host_fn is None and not host_note.startswith("none"):
     warnings.warn(f"the dataset's host_transform is not part of the export ({host_note}): inputs "
                   "must be host-transformed first")
     host_note = (f"NOT included ({host_note}): apply {type(predictor.dataset).__name__}"

@@ -1,6 +1,8 @@
 """The command line:
 
     python -m lepton_jax.main --config configs/x.py[:arg] --workdir DIR [--config.a.b=value ...]
+    python -m lepton_jax.main --config ... --workdir DIR --mode=eval [--checkpoint latest|best|STEP]
+    python -m lepton_jax.main --config configs/x.py --workdir DIR --sweep   # the file's get_sweep()
     python -m lepton_jax.main --list
 
 Exit status: 0 done; 2 bad input (config, data, checkpoint, CLI); 3 training

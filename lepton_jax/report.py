@@ -88,7 +88,7 @@ def plot_curve(rows: list[dict], key: str, ylabel: str, title: str, path) -> dic
   ax.legend()
   result = {"path": str(path), "title": ax.get_title(), "xlabel": ax.get_xlabel(),
             "ylabel": ax.get_ylabel(), "lines": _lines(ax)}
-  fig.tight_layout()
+  fig.subplots_adjust(left=0.15, right=0.97, bottom=0.12, top=0.92)  # fixed: no layout pass
   fig.savefig(str(path))
   return result
 
@@ -113,7 +113,7 @@ def plot_eval_metrics(rows: list[dict], path, exclude=("loss",)) -> dict | None:
   ax.legend(fontsize="small")
   result = {"path": str(path), "title": ax.get_title(), "xlabel": ax.get_xlabel(),
             "ylabel": ax.get_ylabel(), "lines": _lines(ax)}
-  fig.tight_layout()
+  fig.subplots_adjust(left=0.15, right=0.97, bottom=0.12, top=0.92)  # fixed: no layout pass
   fig.savefig(str(path))
   return result
 

@@ -9,7 +9,13 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
-TIMING_FIELDS = {"examples_per_sec", "step_time_ms", "input_wait_fraction", "compile_seconds"}
+# Measured, not computed: they differ from run to run.
+TIMING_FIELDS = {"examples_per_sec", "step_time_ms", "input_wait_fraction", "compile_seconds",
+                 "mfu", "memory_bytes", "tokens_per_sec"}
+
+
+def is_timing(key: str) -> bool:
+  return key in TIMING_FIELDS or any(s in key for s in ("per_sec", "_ms", "seconds", "fraction"))
 
 # A tiny CNN on digits: a train step is a few milliseconds, a checkpoint a few KB.
 TINY = {
@@ -89,7 +95,7 @@ def assert_states_equal(a: dict, b: dict) -> None:
 def metric_rows(workdir) -> list[dict]:
   """metrics.jsonl without the timing fields (those differ from run to run)."""
   from lepton_jax.metric_writers import read_metrics
-  return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in read_metrics(workdir)]
+  return [{k: v for k, v in row.items() if not is_timing(k)} for row in read_metrics(workdir)]
 
 
 def assert_same_metrics(resumed, reference) -> None:
@@ -105,3 +111,31 @@ def checkpoint_steps(workdir) -> list[int]:
   from etils import epath
   directory = epath.Path(workdir) / "checkpoints"
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_two_processes(workdir, data_dir, log_dir, **changes) -> list[subprocess.Popen]:
+  """One run as 2 processes x 2 CPU devices (jax.distributed over localhost)."""
+  port = free_port()
+  procs = []
+  for i in range(2):
+    env = dict(subprocess_env(), JAX_NUM_CPU_DEVICES="2")
+    log = open(os.path.join(log_dir, f"process{i}.log"), "ab")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "lepton_jax.main"] + cli_args(workdir, data_dir, **changes) +
+        [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
+def prepare_data(data_dir: str) -> None:
+  """Prepares the tiny config's dataset here, before subprocesses that would race to do it."""
+  from lepton_jax import registry
+  config = tiny_config(data_dir)
+  registry.get("dataset", config.data.name)(config.data).info()

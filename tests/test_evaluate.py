@@ -127,3 +127,15 @@ def test_split_slug():
   assert evaluate.split_slug("test") == "test"
   assert evaluate.split_slug("test[:1000]") == "test_0-1000"
   assert evaluate.split_slug("train[90%:]") == "train_90pct-end"
+
+
+def test_best_without_metrics_jsonl_uses_the_checkpoints_metrics(run):
+  config, workdir = run
+  rows = _eval_rows(workdir)
+  expected = max((10, 20, 30), key=lambda s: (rows[s]["accuracy"], s))
+  path = os.path.join(workdir, "metrics.jsonl")
+  os.rename(path, path + ".away")
+  try:
+    assert evaluate.resolve_checkpoint(workdir, "best", config) == expected
+  finally:
+    os.rename(path + ".away", path)

@@ -6,13 +6,11 @@ import random
 import signal
 import time
 
-import pytest
-
 import checkpoint_testlib as lib
 
 # Frequent saves, so that many kills land inside one; enough steps that 10 kills never
 # reach the end.
-RUN = dict(num_train_steps=600, checkpoint_every_steps=4, log_every_steps=10, eval_every_steps=200)
+RUN = dict(num_train_steps=240, checkpoint_every_steps=4, log_every_steps=10, eval_every_steps=120)
 KILLS = 10
 LAUNCH_TIMEOUT = 300  # seconds any one process may take
 
@@ -61,17 +59,9 @@ def _kill_at(proc, plan, ckpt_dir, rng) -> str:
   return "killed"
 
 
-@pytest.fixture(scope="module")
-def prepared_data(data_dir):
-  """Prepares the dataset once, before processes that would race to prepare it start."""
-  from lepton_jax import registry
-  config = lib.tiny_config(data_dir)
-  registry.get("dataset", config.data.name)(config.data).info()
-  return data_dir
-
-
-def test_sigkill_at_random_moments_resumes_bit_for_bit(prepared_data, tmp_path):
-  data_dir, cache = prepared_data, tmp_path / "jax_cache"
+def test_sigkill_at_random_moments_resumes_bit_for_bit(data_dir, tmp_path):
+  lib.prepare_data(data_dir)  # before two processes race to prepare it
+  cache = tmp_path / "jax_cache"
   ref_dir, workdir = tmp_path / "reference", tmp_path / "run"
   ckpt_dir = workdir / "checkpoints"
   reference = lib.start_cli(ref_dir, data_dir, tmp_path / "reference.log", cache, **RUN)

@@ -242,9 +242,19 @@ def test_language_model_cli(data_dir, tmp_path, capsys):
       ("model.num_heads", "2"), ("model.mlp_dim", "32"), ("model.max_len", "16"),
       ("batch_size", "8"), ("num_train_steps", "4"), ("optimizer.warmup_steps", "1"),
       ("log_every_steps", "2"), ("eval_every_steps", "4"), ("checkpoint_every_steps", "4")])
+  # An untrained workdir (config.json, run.json, a checkpoint of the initial state) is all
+  # predict needs: no train step to compile.
+  from lepton_jax import checkpointing
   workdir = str(tmp_path / "lm")
-  train.train_and_evaluate(config, workdir)
+  run = train.Run(config, workdir)
+  (run.workdir / "config.json").write_text(config_lib.to_json(config))
+  (run.workdir / "run.json").write_text(json.dumps(run.run_record()))
+  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer.save(0, run.init_state(run.init_rng))
+  checkpointer.wait()
+  checkpointer.close()
   assert predict.load(workdir).language_model
+  capsys.readouterr()
   argv = ["--workdir", workdir, "--json", "--max_new_tokens", "24", "--seed", "5",
           "--temperature", "0.8", "--top_k", "20", "the quick"]
   assert predict.main(argv) == 0

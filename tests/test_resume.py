@@ -90,6 +90,7 @@ def test_restore_onto_other_meshes_gives_the_same_eval(data_dir, tmp_path):
 
 
 def test_sigterm_commits_a_checkpoint_and_exits_75_within_10s(data_dir, tmp_path):
+  lib.prepare_data(data_dir)
   workdir = tmp_path / "run"
   log_path = tmp_path / "log.txt"
   proc = lib.start_cli(workdir, data_dir, log_path, num_train_steps=100_000,
@@ -118,3 +119,33 @@ def test_sigterm_commits_a_checkpoint_and_exits_75_within_10s(data_dir, tmp_path
   assert not [p for p in os.listdir(workdir / "checkpoints") if "tmp" in p]
   step, state = lib.read_state(workdir)  # committed and readable
   assert step == stopped and int(state["['step']"]) == stopped
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
+  """Multi-process: the stop flag is shared at log steps, so every process saves the same
+  step (a collective save) and exits 75."""
+  lib.prepare_data(data_dir)
+  workdir = tmp_path / "run"
+  procs = lib.start_two_processes(workdir, data_dir, tmp_path, num_train_steps=100_000,
+                                  checkpoint_every_steps=1000, eval_every_steps=100_000,
+                                  log_every_steps=5, data__num_shards=2)
+  logs = [tmp_path / f"process{i}.log" for i in range(2)]
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+      if b"step 20/" in logs[0].read_bytes():  # training is under way on both
+        break
+      time.sleep(0.2)
+    assert all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
+    procs[1].send_signal(signal.SIGTERM)  # only the second process is told
+    codes = [p.wait(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  text = logs[0].read_text()
+  assert codes == [75, 75], text[-3000:] + logs[1].read_text()[-3000:]
+  stopped = int(text.split("stopped at step ")[1].split(":")[0])
+  assert stopped % 5 == 0  # at a log step, where the processes compare their flags
+  assert lib.checkpoint_steps(workdir)[-1] == stopped
+  assert int(lib.read_state(workdir)[1]["['step']"]) == stopped

@@ -115,8 +115,9 @@ class _Source:
           if member.isfile() and base_name in TRAIN_FILES + (TEST_FILE, META_FILE):
             members[base_name] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as e:
-      raise UserError(f"cannot read {self.archive} ({type(e).__name__}: {e}); the archive is "
-                      "corrupt or truncated: download it again") from e
+      detail = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
+      raise UserError(f"cannot read {self.archive} ({detail}); the archive is corrupt or "
+                      "truncated: download it again") from e
     return members
 
 

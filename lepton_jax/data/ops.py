@@ -78,6 +78,10 @@ def normalize(mean=0.0, std=1.0, max_value: float = 255.0):
   """(x / max_value - mean) / std; mean and std are scalars or per-channel tuples."""
   if max_value <= 0:
     raise UserError(f"normalize: max_value must be positive, got {max_value}")
+  if isinstance(mean, str) or isinstance(std, str):  # 'dataset': see lepton_jax/data/augment.py
+    raise UserError(f"normalize(mean={mean!r}, std={std!r}): 'dataset' statistics are filled in "
+                    "when a dataset that supports them (cifar10, image_folder) loads; give numbers "
+                    "for this one")
   mean, std = _as_channels(mean), _as_channels(std)
   if jnp.any(std <= 0):
     raise UserError(f"normalize: std must be positive, got {std.tolist()}")

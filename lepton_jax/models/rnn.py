@@ -19,7 +19,8 @@ def _orthogonal(key, shape, dtype=jnp.float32):
 class RecurrentNet(nn.Module):
   """Shared implementation of the `lstm` and `gru` models (see those).
 
-  Inputs: int token ids (B, T) go through an embedding of `vocab_size` rows;
+  Inputs: int token ids (B, T) go through an embedding of `vocab_size` rows
+  (default 256: bytes; a classifier of other tokens sets it in its config);
   float features (B, T, F) (or (B, T), read as F=1) through a Dense layer. Both
   give `embed_dim` features (default: hidden_size) to `num_layers` stacked
   unidirectional RNN layers with dropout between them.
@@ -32,7 +33,7 @@ class RecurrentNet(nn.Module):
   """
 
   num_classes: Optional[int] = None
-  vocab_size: Optional[int] = None
+  vocab_size: int = 256
   head: str = "classify"
   hidden_size: int = 128
   num_layers: int = 1
@@ -54,12 +55,8 @@ class RecurrentNet(nn.Module):
     integer = jnp.issubdtype(x.dtype, jnp.integer)
     if integer and x.ndim != 2:
       raise ValueError(f"{self.cell}: int token inputs must be (batch, time), got shape {x.shape}")
-    if integer and self.vocab_size is None:
-      raise ValueError(f"{self.cell}: int token inputs need vocab_size (the embedding size) in the model config")
     if not integer and x.ndim not in (2, 3):
       raise ValueError(f"{self.cell}: float inputs must be (batch, time[, features]), got shape {x.shape}")
-    if self.head == "lm" and self.vocab_size is None:
-      raise ValueError(f"{self.cell}: head='lm' needs vocab_size")
     if self.head == "classify" and self.num_classes is None:
       raise ValueError(f"{self.cell}: head='classify' needs num_classes")
     return integer

@@ -45,9 +45,9 @@ def auto_impl(backend: str = None) -> str:
   return "shifted" if backend == "cpu" else "lax"
 
 
-def conv2d(x, kernel, strides: Sequence[int] = (1, 1), padding: Padding = "SAME", *,
+def conv2d(x, kernel, strides: Sequence[int] = (1, 1), padding: Padding = "SAME", bias=None, *,
            impl: str = "auto"):
-  """NHWC x (or HWC) conv HWIO kernel, no bias; equal to flax nn.Conv's conv step."""
+  """NHWC x (or HWC) conv HWIO kernel (+ bias); equal to what flax nn.Conv computes."""
   if impl not in IMPLS:
     raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
   strides = tuple(int(s) for s in strides)
@@ -62,9 +62,13 @@ def conv2d(x, kernel, strides: Sequence[int] = (1, 1), padding: Padding = "SAME"
     impl = "lax"
   if impl == "lax":
     y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMS)
+    if bias is not None:
+      y = y + bias
   else:
     pads = _pads(x.shape[1:3], (kh, kw), padding)
-    y = _shifted_conv(x, kernel, pads)
+    if bias is None:
+      bias = jnp.zeros((kernel.shape[-1],), kernel.dtype)
+    y = _shifted_conv(x, kernel, bias, pads)
   return y[0] if unbatched else y
 
 
@@ -94,42 +98,45 @@ def _taps(x, window, pads):
       yield i, j, xp[:, i:i + ho, j:j + wo, :]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _shifted_conv(x, kernel, pads):
-  return _shifted_fwd_value(x, kernel, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _shifted_conv(x, kernel, bias, pads):
+  return _shifted_fwd_value(x, kernel, bias, pads)
 
 
-def _shifted_fwd_value(x, kernel, pads):
-  acc = _acc_dtype(jnp.result_type(x, kernel))
+def _shifted_fwd_value(x, kernel, bias, pads):
+  dtype = jnp.result_type(x, kernel, bias)
+  acc = _acc_dtype(dtype)
   k = kernel.astype(acc)
-  y = None
+  y = bias.astype(acc)
   for i, j, view in _taps(x, kernel.shape[:2], pads):
     view = view.astype(acc)
     for c in range(kernel.shape[2]):
-      term = view[..., c:c + 1] * k[i, j, c]
-      y = term if y is None else y + term
-  return y.astype(jnp.result_type(x, kernel))
+      y = y + view[..., c:c + 1] * k[i, j, c]
+  return y.astype(dtype)
 
 
-def _shifted_fwd(x, kernel, pads):
-  return _shifted_fwd_value(x, kernel, pads), (x, kernel)
+def _shifted_fwd(x, kernel, bias, pads):
+  return _shifted_fwd_value(x, kernel, bias, pads), (x, kernel, bias)
 
 
 def _shifted_bwd(pads, res, g):
-  x, kernel = res
+  x, kernel, bias = res
   kh, kw, cin, cout = kernel.shape
   acc = _acc_dtype(g.dtype)
-  # Patches as (taps*cin, N*Ho*Wo) so the weight gradient is one (small x big)
-  # @ (big x cout) matrix product.
+  # Patches as (taps*cin + 1, N*Ho*Wo), the last row all ones: one
+  # (small x big) @ (big x cout) product gives the kernel and the bias
+  # gradients in a single pass over g, which is the largest tensor here.
   rows = [view[..., c].reshape(-1) for _, _, view in _taps(x, (kh, kw), pads) for c in range(cin)]
+  rows.append(jnp.ones_like(rows[0]))
   patches_t = jnp.stack(rows)
-  dk = lax.dot_general(patches_t, g.reshape(-1, cout), (((1,), (0,)), ((), ())),
-                       preferred_element_type=acc)
-  dk = dk.reshape(kh, kw, cin, cout).astype(kernel.dtype)
+  dkb = lax.dot_general(patches_t, g.reshape(-1, cout), (((1,), (0,)), ((), ())),
+                        preferred_element_type=acc)
+  dk = dkb[:-1].reshape(kh, kw, cin, cout).astype(kernel.dtype)
+  db = dkb[-1].astype(bias.dtype)
   _, x_vjp = jax.vjp(
       lambda x_: lax.conv_general_dilated(x_, kernel, (1, 1), pads, dimension_numbers=_DIMS), x)
   (dx,) = x_vjp(g)
-  return dx, dk
+  return dx, dk, db
 
 
 _shifted_conv.defvjp(_shifted_fwd, _shifted_bwd)
@@ -162,5 +169,4 @@ class Conv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv2d(x, kernel, strides, self.padding, impl=self.impl)
-    return y + bias if bias is not None else y
+    return conv2d(x, kernel, strides, self.padding, bias, impl=self.impl)

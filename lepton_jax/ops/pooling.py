@@ -7,19 +7,21 @@ Why this module exists: on XLA:CPU the gradient of `lax.reduce_window` max is a
 select-and-scatter that runs far slower than the rest of a small CNN's step
 (see benchmarks/README.md for the measured step times). When the windows tile
 the input (stride == window, after padding and VALID cropping), pooling is just
-a reshape to (B, o1, k1, o2, k2, ..., C) and a reduction over the k axes, which
-XLA fuses into cheap elementwise loops in both directions.
+a reshape to (B, o1, k1, o2, k2, ..., C) and a reduction over the k axes.
 
 impl:
   'reduce_window'  `lax.reduce_window`, exactly what flax does.
   'reshape'        reshape + `jnp.max`/`jnp.sum`; JAX's own reduce-max gradient.
-  'mask_vjp'       reshape + max, with a `jax.custom_vjp` whose backward builds
-                   the argmax mask by comparing the input with the broadcast max.
+  'mask_vjp'       reshape + max under a `jax.custom_vjp`: the input is
+                   materialized behind an optimization barrier (XLA:CPU runs
+                   the reduction ~2x slower with its producer fused in) and the
+                   backward puts the cotangent on each window's first argmax.
   'auto'           the fastest measured on the current backend (CPU:
                    'mask_vjp'); on GPU/TPU 'reduce_window', whose native
                    select-and-scatter is fast there.
-The fast paths fall back to 'reduce_window' for overlapping or dilated windows,
-negative padding, non-float dtypes and windows larger than the padded input.
+The fast paths fall back to 'reduce_window' for overlapping windows (stride !=
+window), negative padding, non-float dtypes and windows larger than the padded
+input.
 
 Gradient convention for ties in max_pool (several maximal elements in one window):
   'reduce_window' and 'mask_vjp' send the whole cotangent to the FIRST maximal
@@ -172,13 +174,14 @@ def _valid_counts(in_shape, window, plan):
 
 @jax.custom_vjp
 def _block_max_vjp(xb):
-  return jnp.max(xb, axis=_block_axes(xb))
+  return _block_max_fwd(xb)[0]
 
 
 def _block_max_fwd(xb):
-  # The barrier materializes xb once. Without it XLA fuses xb's producer (e.g.
-  # the shifted-sum conv + relu) into every backward consumer and recomputes
-  # it there: measured +50% step time for the seed CNN on CPU.
+  # The barrier materializes xb once. Without it XLA:CPU fuses xb's producer
+  # (e.g. the shifted-sum conv + relu) into the max reduction, which then runs
+  # ~2x slower than conv and reduction apart, and into every backward consumer,
+  # recomputing it there (+50% step time for the seed CNN).
   xb = lax.optimization_barrier(xb)
   return jnp.max(xb, axis=_block_axes(xb)), xb
 

@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import lepton_jax.models.resnet  # noqa: F401  (registers 'resnet')
+import lepton_jax.models.vit  # noqa: F401  (registers 'vit')
 from lepton_jax import config_lib, train
 from lepton_jax.data import cifar10
 from lepton_jax.errors import UserError
@@ -46,7 +47,7 @@ def write_archive(folder, files, name=cifar10.ARCHIVE):
   return path
 
 
-def data_config(tmp_path, manual_dir, **kwargs):
+def data_config(tmp_path, manual_dir="", **kwargs):
   values = dict(name="cifar10", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual_dir),
                 verify_checksums=False, preprocess=("to_float",), augment=(), train_split="train")
   values.update(kwargs)
@@ -106,8 +107,9 @@ def test_missing_and_corrupt_archives_are_user_errors(tmp_path):
   manual.mkdir()
 
   def error(**kwargs):
+    kwargs.setdefault("manual_dir", str(manual))
     with pytest.raises(UserError) as e:
-      cifar10.Cifar10(data_config(tmp_path, manual, **kwargs)).info()
+      cifar10.Cifar10(data_config(tmp_path, **kwargs)).info()
     assert "\n" not in str(e.value)
     return str(e.value)
 
@@ -175,8 +177,8 @@ def test_online_path_goes_through_tfds(mock_cifar10, tmp_path):
   dataset = cifar10.Cifar10(ml_collections.ConfigDict(
       dict(name="cifar10", data_dir=mock_cifar10, manual_dir="", preprocess=(), augment=())))
   assert dataset.info().split_sizes == {"train": 64, "test": 64}
-  arrays = dataset.read("train", 1, 2)
-  assert arrays["image"].shape == (32, 32, 32, 3) and arrays["image"].dtype == np.uint8
+  arrays = dataset.read("train")
+  assert arrays["image"].shape == (64, 32, 32, 3) and arrays["image"].dtype == np.uint8
   assert set(arrays) == {"image", "label"}
 
 
@@ -184,6 +186,8 @@ def test_online_path_goes_through_tfds(mock_cifar10, tmp_path):
     ("configs/cifar10_cnn.py", []),
     ("configs/cifar10_cnn.py:sgd", []),
     ("configs/cifar10_resnet.py:small", [("model.width", "4")]),
+    ("configs/vit_cifar10.py", [("model.width", "16"), ("model.depth", "1"), ("model.num_heads", "2"),
+                                ("model.mlp_dim", "32"), ("model.patch_size", "8")]),
 ])
 def test_cifar10_configs_run_end_to_end_on_mock_data(mock_cifar10, tmp_path, spec, overrides):
   config = config_lib.load(os.path.join(REPO, spec))

@@ -1,5 +1,7 @@
 """Helpers shared by the model tests: parameter counting and a plain optax loop."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,12 +29,17 @@ def init(model, x, seed: int = 0):
   return jit(model.init)({"params": key(seed), "dropout": key(seed + 1)}, x)
 
 
-def apply(model, variables, x, *, train: bool = False, rng=None, mutable=False):
-  """model.apply, jitted; `rng` is the dropout key."""
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(model, train: bool, mutable: tuple, with_rng: bool):
   def fn(variables, x, rng):
-    return model.apply(variables, x, train=train, rngs={"dropout": rng} if rng is not None else None,
-                       mutable=mutable)
-  return jit(fn)(variables, x, rng)
+    return model.apply(variables, x, train=train, rngs={"dropout": rng} if with_rng else None,
+                       mutable=list(mutable) or False)
+  return jit(fn)
+
+
+def apply(model, variables, x, *, train: bool = False, rng=None, mutable=()):
+  """model.apply, jitted (and cached per model, so repeated calls compile once); `rng` is the dropout key."""
+  return _jitted_apply(model, train, tuple(mutable or ()), rng is not None)(variables, x, rng)
 
 
 def param_count_of(model, x) -> int:
@@ -85,14 +92,16 @@ def assert_dropout_behaviour(model, x, variables=None):
     variables = init(model, x)
   mutable = ["batch_stats"] if "batch_stats" in variables else False
 
-  def outputs(variables, x):
-    def train_out(seed):
-      out = model.apply(variables, x, train=True, rngs={"dropout": key(seed)}, mutable=mutable)
-      return out[0] if mutable else out
-    return (train_out(1), train_out(2), train_out(1), model.apply(variables, x, train=False),
-            model.apply(variables, x, train=False, rngs={"dropout": key(3)}))
+  def outputs(variables, x, rng):
+    out = model.apply(variables, x, train=True, rngs={"dropout": rng}, mutable=mutable)
+    train_out = out[0] if mutable else out
+    # Eval mode with a dropout rng offered must ignore it.
+    return train_out, model.apply(variables, x, train=False, rngs={"dropout": rng})
 
-  a, b, a_again, e1, e2 = jit(outputs)(variables, x)
+  outputs = jit(outputs)
+  a, e1 = outputs(variables, x, key(1))
+  b, e2 = outputs(variables, x, key(2))
+  a_again, _ = outputs(variables, x, key(1))
   assert not np.allclose(a, b), "dropout should make train-mode outputs depend on the rng"
   np.testing.assert_array_equal(a, a_again)
   np.testing.assert_array_equal(e1, e2)

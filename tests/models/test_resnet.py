@@ -37,9 +37,9 @@ def test_resnet18_structure():
   assert set(shapes["batch_stats"]["stem_bn"]) == {"mean", "var"}
 
 
-def test_output_shapes(tiny_vars):
+def test_output_shapes(tiny_vars, run):
   model = ResNet(num_classes=NUM_CLASSES, **TINY)
-  assert model.apply(tiny_vars, jnp.zeros((2, 32, 32, 3))).shape == (2, NUM_CLASSES)
+  assert run(model, tiny_vars, jnp.zeros((2, 32, 32, 3))).shape == (2, NUM_CLASSES)
   # Grayscale images without a channel axis get one.
   g = jnp.zeros((2, 28, 28))
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), g))
@@ -47,22 +47,22 @@ def test_output_shapes(tiny_vars):
   assert jax.eval_shape(model.apply, shapes, g).shape == (2, NUM_CLASSES)
 
 
-def test_batch_stats_update_in_train_mode_only(tiny_vars, rng):
+def test_batch_stats_update_in_train_mode_only(tiny_vars, run, rng):
   model = ResNet(num_classes=NUM_CLASSES, **TINY)
   x = jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32) + 1.0
-  _, updates = model.apply(tiny_vars, x, train=True, mutable=["batch_stats"])
+  _, updates = run(model, tiny_vars, x, train=True, mutable=["batch_stats"])
   before, after = tiny_vars["batch_stats"]["stem_bn"], updates["batch_stats"]["stem_bn"]
   assert not np.allclose(before["mean"], after["mean"])
   assert not np.allclose(before["var"], after["var"])
   # Eval mode reads the running averages and needs nothing mutable.
-  a = model.apply(tiny_vars, x, train=False)
-  b = model.apply({**tiny_vars, **updates}, x, train=False)
+  a = run(model, tiny_vars, x)
+  b = run(model, {**tiny_vars, **updates}, x)
   assert not np.allclose(a, b)
 
 
-def test_bfloat16_compute_returns_float32(tiny_vars):
+def test_bfloat16_compute_returns_float32(tiny_vars, run):
   model = ResNet(num_classes=NUM_CLASSES, dtype=jnp.bfloat16, **TINY)
-  out, _ = model.apply(tiny_vars, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
+  out, _ = run(model, tiny_vars, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
   assert out.dtype == jnp.float32 and out.shape == (2, NUM_CLASSES)
   assert np.all(np.isfinite(out))
 

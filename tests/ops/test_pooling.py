@@ -74,8 +74,8 @@ def test_max_pool_matches_flax_without_ties(shape, window, strides, padding):
     np.testing.assert_array_equal(g, ref_g, err_msg=impl)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("shape,padding", [((2, 8, 8, 4), "VALID"), ((2, 7, 5, 3), "SAME")])
+@pytest.mark.parametrize("dtype,shape,padding", [(jnp.float32, (2, 8, 8, 4), "VALID"),
+                                                 (jnp.bfloat16, (2, 7, 5, 3), "SAME")])
 def test_max_pool_with_ties(dtype, shape, padding):
   # Values in {0, 1, 2}: most windows hold several maxima.
   x = jnp.asarray(np.random.default_rng(0).integers(0, 3, shape), dtype)
