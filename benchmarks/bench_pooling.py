@@ -12,12 +12,14 @@ does; --conv picks the first layer: 'flax' (nn.Conv) or a lepton_jax.ops.conv im
 Step mode: every (pool, conv) variant is compiled and warmed up first, then
 the variants are timed round-robin, one step each per round, so that load from
 other processes on a shared machine hits all of them alike. Prints the median
-step in ms, img/s and the speed-up over reduce_window pooling with flax's conv.
+step in ms, img/s and the speed-up over reduce_window pooling with flax's conv,
+in wall time and in CPU time (process time of all threads).
 
 Epoch mode (--epochs N): the same loop as the peers in benchmarks/peers/ -- one
 shuffle per epoch, batches gathered from host numpy arrays (MNIST from
 ../shared/data/mnist when present), last partial batch included -- and prints
-`images/s: N`, the median over N epochs after a warm-up epoch.
+`images/s: N`, the median over N epochs after a warm-up epoch, and images per
+CPU-second (process time of all threads: less distorted by other load).
 """
 
 import argparse
@@ -100,15 +102,18 @@ def bench_steps(variants, batch, repeats, warmup=5):
     jax.block_until_ready(loss)
     states[v] = [step, params, opt_state]
   times = {v: [] for v in variants}
+  cpu = {v: [] for v in variants}
   for _ in range(repeats):
     for v, st in states.items():
       step, params, opt_state = st
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       params, opt_state, loss = step(params, opt_state, x, y)
       jax.block_until_ready((params, loss))
       times[v].append(time.perf_counter() - t0)
+      cpu[v].append(time.process_time() - c0)
       st[1:] = params, opt_state
-  return {v: statistics.median(t) * 1e3 for v, t in times.items()}
+  return {v: (statistics.median(times[v]) * 1e3, statistics.median(cpu[v]) * 1e3)
+          for v in variants}
 
 
 def bench_epochs(pool_impl, conv_impl, batch, epochs):
@@ -117,19 +122,22 @@ def bench_epochs(pool_impl, conv_impl, batch, epochs):
   step, params, opt_state = make_train_state(pool_impl, conv_impl, jnp.asarray(images[:batch]))
   rng = np.random.default_rng(0)
   print(f"data={source} n={n} pool={pool_impl} conv={conv_impl}")
-  rates = []
+  rates, cpu_rates = [], []
   for epoch in range(epochs + 1):  # epoch 0 warms up (compiles the partial last batch too)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     perm = rng.permutation(n)
     for i in range(0, n, batch):
       idx = perm[i:i + batch]
       params, opt_state, loss = step(params, opt_state, images[idx], labels[idx])
     jax.block_until_ready((params, loss))
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     tag = "warm-up" if epoch == 0 else f"epoch {epoch - 1}"
-    print(f"{tag}: {dt:.2f} s, {n / dt:.0f} images/s, loss {float(loss):.4f}", flush=True)
+    print(f"{tag}: {dt:.2f} s ({dc:.2f} CPU s), {n / dt:.0f} images/s, loss {float(loss):.4f}",
+          flush=True)
     if epoch:
       rates.append(n / dt)
+      cpu_rates.append(n / dc)
+  print(f"images per CPU-second: {statistics.median(cpu_rates):.0f}")
   print(f"images/s: {statistics.median(rates):.0f}")
 
 
@@ -152,11 +160,14 @@ def main():
   variants = [(p, c) for c in args.conv for p in args.pool]
   medians = bench_steps(variants, args.batch, args.repeats)
   base = medians.get(("reduce_window", "flax"))
-  print(f"repeats={args.repeats}, round-robin")
-  print(f"{'pool':>14} {'conv':>8} {'median ms':>10} {'img/s':>9} {'vs reduce_window':>17}")
-  for (p, c), ms in medians.items():
-    ratio = f"{base / ms:.2f}x" if base else "-"
-    print(f"{p:>14} {c:>8} {ms:10.2f} {args.batch / ms * 1e3:9.0f} {ratio:>17}")
+  print(f"repeats={args.repeats}, round-robin; CPU ms = process time of all threads")
+  print(f"{'pool':>14} {'conv':>8} {'median ms':>10} {'img/s':>9} {'vs reduce_window':>17} "
+        f"{'CPU ms':>8} {'vs (CPU)':>9}")
+  for (p, c), (ms, cpu_ms) in medians.items():
+    ratio = f"{base[0] / ms:.2f}x" if base else "-"
+    cpu_ratio = f"{base[1] / cpu_ms:.2f}x" if base else "-"
+    print(f"{p:>14} {c:>8} {ms:10.2f} {args.batch / ms * 1e3:9.0f} {ratio:>17} "
+          f"{cpu_ms:8.2f} {cpu_ratio:>9}")
 
 
 if __name__ == "__main__":

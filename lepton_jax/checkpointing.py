@@ -7,8 +7,8 @@ A checkpoint is plain Orbax, one directory per step:
                                          opt_state, model_state, rng, ema_params
     WORKDIR/checkpoints/<step>/meta      JSON: step, the last eval metrics, and the train
                                          metrics of the steps not yet logged (exact resume)
-    WORKDIR/checkpoints/<step>/metrics   JSON: the eval metrics of this step, if it evaluated
-                                         (Orbax ranks the `best` checkpoints by them)
+    WORKDIR/checkpoints/<step>/metrics   JSON: the eval metrics of this step ({} if it did not
+                                         evaluate); Orbax ranks the `best` checkpoints by them
 
 so `orbax.checkpoint` alone restores it (`StandardCheckpointer().restore(<step>/state)`).
 
@@ -21,7 +21,8 @@ Guarantees:
     beyond the newest `checkpoint.keep_last` and the best `checkpoint.keep_best`.
   * Resuming tries the newest step first; an unreadable one (truncated or garbled
     files) is reported in one line and the one before it is used; the unreadable
-    ones are then moved to WORKDIR/checkpoints_corrupt/ (never deleted).
+    ones are then moved to WORKDIR/checkpoints_corrupt/ (deleted only where a
+    directory cannot be renamed), so that training can write those steps again.
   * Every array's checksum is saved in `meta` and verified after restoring: a
     silently garbled data file counts as unreadable, not as a checkpoint.
   * A checkpoint that does not fit the model (other shapes or tree) is an error
@@ -226,7 +227,7 @@ class Checkpointer:
           target_dir.mkdir(parents=True, exist_ok=True)
           source.rename(target)
           warn(f"moved unreadable checkpoint {source} to {target}")
-        except OSError as e:  # e.g. no directory rename on this file system
+        except Exception as e:  # e.g. gs:// has no directory rename
           self.manager.delete(step)
           warn(f"deleted unreadable checkpoint {source} (could not move it: {_first_line(e)})")
     if jax.process_count() > 1:
@@ -243,6 +244,8 @@ def _leaf_checksum(x):
   Computed where the array lives (no reshape, no gather), so it is cheap on any
   sharding and independent of the sharding.
   """
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
   x = jnp.asarray(x)
   if x.dtype == jnp.bool_:
     words = x.astype(jnp.uint32)

@@ -124,21 +124,8 @@ def resolve_checkpoint(workdir: str, which, config=None, checkpointer=None) -> i
 # ---------------------------------------------------------------- evaluation
 
 def eval_stats(run, state, split: str) -> dict:
-  """The experiment's eval statistics of `state` summed over every example of `split`.
-
-  The same loop as `Run.evaluate`, returning the raw sums (confusion counts
-  included) instead of the summarized metrics.
-  """
-  from lepton_jax.data import pipeline
-  data = pipeline.EvalData(run.dataset, split, run.eval_batch_size, run.layout)
-  stats = None
-  for batch in pipeline.prefetch(data.batches(), run.global_batch, run.config.data.prefetch):
-    batch_stats = run.eval_step(state, batch)
-    stats = batch_stats if stats is None else run.add_stats(stats, batch_stats)
-  stats = {k: np.asarray(v) for k, v in jax.device_get(stats).items()}
-  if int(round(float(stats["count"]))) != data.num_examples:
-    raise RuntimeError(f"evaluated {stats['count']} examples of {split!r}, expected {data.num_examples}")
-  return stats
+  """The experiment's eval statistics of `state` summed over every example of `split`."""
+  return run.eval_statistics(state, split)
 
 
 def split_slug(split: str) -> str:

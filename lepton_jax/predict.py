@@ -169,7 +169,7 @@ class Predictor:
     self.batch_size = int(batch_size)
     from lepton_jax.data import ops
     self.preprocess = ops.build(config.data.preprocess)
-    self._probs = jax.jit(self.probabilities_fn())
+    self._apply = jax.jit(self.apply_fn())  # variables as an argument, not compiled-in constants
 
   # -- facts
   @property
@@ -252,7 +252,7 @@ class Predictor:
       real = len(part)
       if real < chunk:  # pad the last chunk: one compiled shape for the whole call
         part = np.concatenate([part, np.zeros((chunk - real,) + part.shape[1:], part.dtype)])
-      out.append(np.asarray(self._probs(part))[:real])
+      out.append(np.asarray(self._apply(self.variables, part))[:real])
     return np.concatenate(out)
 
   # -- files

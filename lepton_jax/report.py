@@ -293,10 +293,13 @@ def _confusion_for(workdir, config, run=None, state=None, checkpoint="latest", c
   if run is not None:  # end of training: the final state, with the run's compiled eval step
     if run.info.num_classes > MAX_CONFUSION_CLASSES:
       return None
-    stats = evaluate.eval_stats(run, state, split)
+    step = int(np.asarray(state.step))
+    if run.last_eval is not None and run.last_eval[:2] == (split, step):
+      stats = run.last_eval[2]  # the final eval of the loop: no second pass
+    else:
+      stats = evaluate.eval_stats(run, state, split)
     if "confusion" not in stats:
       return None
-    step = int(np.asarray(state.step))
     metrics = run.experiment.summarize(stats)
     evaluate.write_results(workdir, split, step, metrics, stats, run.info.label_names)
   else:

@@ -102,6 +102,7 @@ class Run:
         steps.make_eval_step(self.model, self.experiment, self.preprocess, self.info.input_key),
         in_shardings=(self.state_shardings, self.batch_sharding), out_shardings=replicated)
     self.add_stats = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + y, a, b))
+    self.last_eval = None  # (split, step, stats) of the latest evaluation, reused by the report
 
   def global_batch(self, batch):
     return pipeline.make_global(batch, self.batch_sharding)
@@ -112,18 +113,23 @@ class Run:
     return {k: jax.ShapeDtypeStruct((self.config.batch_size,) + v.shape[1:], v.dtype,
                                     sharding=self.batch_sharding) for k, v in local.items()}
 
-  def evaluate(self, state, split: str | None = None) -> dict[str, float]:
+  def eval_statistics(self, state, split: str | None = None) -> dict[str, np.ndarray]:
+    """The experiment's eval sums (loss, count, confusion...) over every example of `split`."""
     split = split or self.config.eval.split
     data = pipeline.EvalData(self.dataset, split, self.eval_batch_size, self.layout)
     stats = None
     for batch in pipeline.prefetch(data.batches(), self.global_batch, self.config.data.prefetch):
       batch_stats = self.eval_step(state, batch)
       stats = batch_stats if stats is None else self.add_stats(stats, batch_stats)
-    stats = jax.device_get(stats)
+    stats = {k: np.asarray(v) for k, v in jax.device_get(stats).items()}
     if int(round(float(stats["count"]))) != data.num_examples:
       raise RuntimeError(f"evaluated {stats['count']} examples of {split!r}, expected "
                          f"{data.num_examples}")
-    return self.experiment.summarize(stats)
+    self.last_eval = (split, int(jax.device_get(state.step)), stats)
+    return stats
+
+  def evaluate(self, state, split: str | None = None) -> dict[str, float]:
+    return self.experiment.summarize(self.eval_statistics(state, split))
 
   def run_record(self) -> dict:
     """Facts about the run that predict/export/report need besides the config."""

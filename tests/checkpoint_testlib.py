@@ -121,11 +121,11 @@ def free_port() -> int:
 
 
 def start_two_processes(workdir, data_dir, log_dir, **changes) -> list[subprocess.Popen]:
-  """One run as 2 processes x 2 CPU devices (jax.distributed over localhost)."""
+  """One run as 2 processes x 1 CPU device (jax.distributed over localhost)."""
   port = free_port()
   procs = []
   for i in range(2):
-    env = dict(subprocess_env(), JAX_NUM_CPU_DEVICES="2")
+    env = dict(subprocess_env(), JAX_NUM_CPU_DEVICES="1")
     log = open(os.path.join(log_dir, f"process{i}.log"), "ab")
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "lepton_jax.main"] + cli_args(workdir, data_dir, **changes) +

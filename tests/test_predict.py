@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -269,8 +270,12 @@ def test_language_model_cli(data_dir, tmp_path, capsys):
 
 def _cli(module, *args, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                        cwd=REPO, env=env, timeout=timeout)
+  start = time.perf_counter()
+  r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                     cwd=REPO, env=env, timeout=timeout)
+  print(f"python -m {module} {' '.join(a for a in args if a.startswith('--mode'))}: "
+        f"{time.perf_counter() - start:.1f}s")
+  return r
 
 
 @pytest.fixture(scope="session")

@@ -134,21 +134,24 @@ def prefetch(batches: Iterator, to_device: Callable, size: int = 2) -> Iterator:
   stop = threading.Event()
   done = object()
 
+  def put(item) -> bool:
+    """Blocks until `item` is queued (True) or the consumer has stopped (False)."""
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def producer():
     try:
       for batch in batches:
-        item = to_device(batch)
-        while not stop.is_set():
-          try:
-            q.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if stop.is_set():
+        if not put(to_device(batch)):
           return
-      q.put(done)
+      put(done)
     except BaseException as e:  # re-raised in the consumer, where it can be reported
-      q.put(e)
+      put(e)
 
   thread = threading.Thread(target=producer, daemon=True, name="lepton-prefetch")
   thread.start()
@@ -161,7 +164,10 @@ def prefetch(batches: Iterator, to_device: Callable, size: int = 2) -> Iterator:
         raise item
       yield item
   finally:
+    # Let the producer finish its current batch and exit before the caller goes
+    # on: a thread still inside a device transfer at interpreter exit can abort it.
     stop.set()
+    thread.join(timeout=60)
 
 
 def make_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:

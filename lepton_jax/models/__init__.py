@@ -2,3 +2,7 @@
 
 from lepton_jax.models import cnn
 from lepton_jax.models import mlp
+from lepton_jax.models import resnet
+from lepton_jax.models import rnn
+from lepton_jax.models import transformer_lm
+from lepton_jax.models import vit

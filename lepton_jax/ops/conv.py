@@ -4,17 +4,17 @@ Why: on XLA:CPU a convolution with very few input channels (the first layer of
 an image model: 1 or 3) runs its forward and especially its weight gradient
 through a generic conv kernel that is several times slower than the work needs
 (see benchmarks/README.md). For such layers this module computes
-  forward:  y = sum over taps (i, j, c) of shifted(x)[..., c] * w[i, j, c, :]
+  forward:  y = bias + sum over taps (i, j, c) of shifted(x)[..., c] * w[i, j, c, :]
             (one fused elementwise loop; no patch tensor, no conv kernel)
-  weight gradient: patches^T @ dy with patches laid out (taps, N*H*W), one
-            plain matrix product.
+  kernel and bias gradients: [patches; ones] @ dy with patches laid out
+            (taps, N*H*W), one plain matrix product.
   input gradient: XLA's own conv transpose (dead code when x is data, as for
             a first layer).
 
 impl:
   'lax'      `lax.conv_general_dilated`, what `flax.linen.Conv` does.
-  'shifted'  the formulation above; falls back to 'lax' when strides, dilation
-             or groups are not 1, or taps * in_channels > MAX_SHIFTED_TAPS.
+  'shifted'  the formulation above; falls back to 'lax' when strides are not 1
+             or taps * in_channels > MAX_SHIFTED_TAPS.
   'auto'     'shifted' on CPU when it applies, 'lax' elsewhere (GPU/TPU have
              fast native convolutions).
 Results equal 'lax' up to float rounding (summation order differs).
@@ -31,9 +31,11 @@ from jax import lax
 
 IMPLS = ("auto", "lax", "shifted")
 
-# taps * in_channels above which the shifted sum (one pass over the output per
-# term) stops beating a real conv kernel; 27 covers 3x3 RGB.
-MAX_SHIFTED_TAPS = 27
+# taps * in_channels above which the shifted sum (one multiply-add over the
+# output per term) stops beating XLA:CPU's conv. Measured, forward + weight
+# gradient, 3x3 kernels, 32 output channels: 1 input channel 3.4x faster,
+# 3 channels 2.1x, 8 channels 1.3x, 16 channels 1.5x slower.
+MAX_SHIFTED_TAPS = 72
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 Padding = Union[str, Sequence[Tuple[int, int]]]

@@ -110,7 +110,7 @@ def test_tiny_lm_overfits_a_fixed_batch(positions, fit, learned_vars):
   seqs[:, 0] = rng.permutation(256)[:8]
   seqs = jnp.asarray(seqs, jnp.int32)
   model = TransformerLM(**TINY, positions=positions)
-  _, eval_loss, accuracy = fit(model, seqs[:, :-1], seqs[:, 1:], steps=150,
+  _, eval_loss, accuracy = fit(model, seqs[:, :-1], seqs[:, 1:], steps=100,
                                variables=variables_for(positions, learned_vars))
   assert accuracy == 1.0  # all 128 next-byte predictions
-  assert eval_loss < 0.1
+  assert eval_loss < 0.05

@@ -28,9 +28,9 @@ def test_parameter_count_matches_docstring(param_count, kwargs, image, expected)
 
 
 def test_mean_pooling_drops_class_token_and_its_position(param_count):
-  x = jnp.zeros((1, 32, 32, 3))
-  cls = param_count(ViT(num_classes=10, variant="Ti"), x)
-  assert cls - param_count(ViT(num_classes=10, variant="Ti", pooling="mean"), x) == 2 * 192
+  x = jnp.zeros((1, 8, 8, 3))
+  cls = param_count(ViT(num_classes=10, **TINY), x)
+  assert cls - param_count(ViT(num_classes=10, pooling="mean", **TINY), x) == 2 * TINY["width"]
 
 
 def test_presets_and_overrides():

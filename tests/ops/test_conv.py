@@ -68,12 +68,12 @@ def test_fallbacks_and_auto():
   assert conv.auto_impl("cpu") == "shifted"
   assert conv.auto_impl("gpu") == conv.auto_impl("tpu") == "lax"
   k1 = _normal((3, 3, 1, 4))
-  k8 = _normal((3, 3, 8, 4))
+  k16 = _normal((3, 3, 16, 4))
   uses_lax = lambda fn, *a: "conv_general_dilated" in str(jax.make_jaxpr(fn)(*a))
-  x1, x8 = _normal((1, 6, 6, 1)), _normal((1, 6, 6, 8))
+  x1, x16 = _normal((1, 6, 6, 1)), _normal((1, 6, 6, 16))
   assert uses_lax(lambda x: conv.conv2d(x, k1, impl="auto"), x1) == (conv.auto_impl() == "lax")
-  # 72 taps * channels > MAX_SHIFTED_TAPS, and strides 2: plain conv.
-  assert uses_lax(lambda x: conv.conv2d(x, k8, impl="shifted"), x8)
+  # 144 taps * channels > MAX_SHIFTED_TAPS, and strides 2: plain conv.
+  assert uses_lax(lambda x: conv.conv2d(x, k16, impl="shifted"), x16)
   assert uses_lax(lambda x: conv.conv2d(x, k1, (2, 2), impl="shifted"), x1)
   ref = jax.lax.conv_general_dilated(x1, k1, (2, 2), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
