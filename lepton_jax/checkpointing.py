@@ -34,6 +34,7 @@ Guarantees:
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -87,7 +88,7 @@ class Checkpointer:
       raise UserError(f"checkpoint.keep_best={keep_best}: must be >= 0")
     if best_mode not in ("max", "min"):
       raise UserError(f"eval.best_mode={best_mode!r}: choose max or min")
-    self.workdir = epath.Path(workdir)
+    self.workdir = absolute_path(workdir)
     self.directory = self.workdir / "checkpoints"
     self.best_metric, self.best_mode = best_metric, best_mode
     self._checksums = None  # compiled by restore_latest for the run's state
@@ -532,3 +533,9 @@ def should_stop(step: int, stop_requested, exchange: bool) -> bool:
     flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
     stop = stop or bool(np.any(flags))
   return stop
+
+
+def absolute_path(path: str) -> epath.Path:
+  """`path` made absolute if local (Orbax refuses relative paths); gs:// etc. as given."""
+  text = str(path)
+  return epath.Path(text if "://" in text else os.path.abspath(os.path.expanduser(text)))

@@ -33,7 +33,7 @@ class Preempted(Exception):
 
 
 def prepare_workdir(workdir: str) -> epath.Path:
-  path = epath.Path(workdir)
+  path = checkpointing.absolute_path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".write_test"

@@ -8,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-import lepton_jax.models.transformer_lm  # noqa: F401  (registers 'transformer_lm')
 from lepton_jax import optimizers, registry, steps, train_state
 from lepton_jax.config_defaults import base_config
 from lepton_jax.data import ops, tfds_source

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import lepton_jax.models.resnet  # noqa: F401  (registers 'resnet')
-import lepton_jax.models.vit  # noqa: F401  (registers 'vit')
 from lepton_jax import config_lib, train
 from lepton_jax.data import cifar10
 from lepton_jax.errors import UserError

@@ -127,7 +127,8 @@ def test_imagefolder_cnn_learns_mnist_pngs(mnist_png_folder, tmp_path, capsys):
   config = config_lib.load(os.path.join(REPO, "configs", "imagefolder_cnn.py") + ":" + str(mnist_png_folder))
   config_lib.apply_overrides(config, [
       ("data.data_dir", str(tmp_path / "tfds")), ("data.image_size", "28,28"), ("data.channels", "1"),
-      ("num_epochs", "6"), ("batch_size", "64")])
+      ("num_epochs", "6"), ("batch_size", "64"), ("eval_every_steps", "1000"),
+      ("checkpoint_every_steps", "1000")])
   result = train.train_and_evaluate(config, str(tmp_path / "workdir"))
   seconds = time.perf_counter() - start
   with capsys.disabled():

@@ -4,10 +4,6 @@ import os
 
 import pytest
 
-import lepton_jax.models.resnet  # noqa: F401  (until lepton_jax.models imports every model)
-import lepton_jax.models.rnn  # noqa: F401
-import lepton_jax.models.transformer_lm  # noqa: F401
-import lepton_jax.models.vit  # noqa: F401
 from lepton_jax import config_lib, registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,8 +10,6 @@ import numpy as np
 import optax
 import pytest
 
-import lepton_jax.models.rnn  # noqa: F401  (registers 'lstm', 'gru')
-import lepton_jax.models.transformer_lm  # noqa: F401  (registers 'transformer_lm')
 from lepton_jax import config_lib, registry, train
 from lepton_jax.data import tfds_source
 from lepton_jax.errors import UserError
