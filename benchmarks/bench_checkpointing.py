@@ -80,19 +80,23 @@ def main():
       del blocked[:]
       train.train_and_evaluate(config, workdir)
       saves = blocked[:-1]  # the final save is outside the timed intervals
-      return throughput(workdir, config.batch_size), saves
+      ex_per_sec = throughput(workdir, config.batch_size)
+      timed_steps = args.steps - args.every  # every logged interval but the first
+      return ex_per_sec, saves, timed_steps * config.batch_size / ex_per_sec
     finally:
       shutil.rmtree(workdir, ignore_errors=True)
 
   results = {"none": [], "every": []}
-  per_save = []
+  per_save, blocked_fraction = [], []
   run(args.steps)  # prepares the data and warms everything up
   for _ in range(args.repeats):
     for variant in ("none", "every"):
-      ex_per_sec, saves = run(args.steps if variant == "none" else args.every)
+      ex_per_sec, saves, seconds = run(args.steps if variant == "none" else args.every)
       results[variant].append(ex_per_sec)
       if variant == "every":
         per_save += saves
+        # The saves at every, 2*every, ... stall the timed intervals that follow them.
+        blocked_fraction.append(sum(saves) / seconds)
 
   base, ckpt = statistics.median(results["none"]), statistics.median(results["every"])
   print(f"\n{args.dataset} CNN, {args.steps} steps, batch 128, "
@@ -101,8 +105,9 @@ def main():
         f"{[round(x) for x in results['none']]}")
   print(f"  async checkpoint every {args.every} steps: {ckpt:9,.0f} examples/s  "
         f"{[round(x) for x in results['every']]}")
-  print(f"  ratio {ckpt / base:.3f} (cost {100 * (1 - ckpt / base):+.1f}%); the loop was blocked "
-        f"{1000 * statistics.median(per_save):.0f} ms per save (median of {len(per_save)})")
+  print(f"  ratio {ckpt / base:.3f} (cost {100 * (1 - ckpt / base):+.1f}%)")
+  print(f"  the loop was blocked {1000 * statistics.median(per_save):.0f} ms per save (median of "
+        f"{len(per_save)}), {100 * statistics.median(blocked_fraction):.2f}% of the training time")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m lepton_jax.main --config configs/cifar10_cnn.py --workdir /tmp/lepton/cifar10_cnn
 
+VALID padding (Keras' Conv2D default): 122,570 parameters.
 `configs/cifar10_cnn.py:sgd` trains with plain SGD at learning rate 0.01 instead
 of the default Adam at 1e-3 (the two optimizers the seeds compared).
 Offline: `--config.data.manual_dir=DIR`, DIR holding cifar-10-python.tar.gz

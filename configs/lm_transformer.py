@@ -8,7 +8,12 @@ The default, `{stdlib}/*.py`, is the top-level modules of the running Python's
 standard library (sysconfig's 'stdlib' path; 164 files, 4.58 MB for CPython
 3.12.1): text that every machine running lepton_jax has.
 
-MEASURED_RESULT
+Measured (once, on the default text): validation 2.43 bits per byte (loss 1.687
+nats, next-byte accuracy 55.7%) after the 800 steps; the whole command took 10 min
+2 s wall-clock, tfds build, compilation and both evaluations included, on a
+2-core AMD EPYC CPU VM shared with other jobs (0.5-1.0 s per step seen there).
+The 0.45M-parameter model and the short schedule are sized for that: for more
+compute, raise width/depth, seq_len and num_train_steps.
 """
 
 from lepton_jax.config_defaults import base_config

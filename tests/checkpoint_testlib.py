@@ -50,6 +50,7 @@ def subprocess_env(cache_dir: str | None = None) -> dict:
   env.pop("JAX_NUM_CPU_DEVICES", None)
   env.pop("XLA_FLAGS", None)
   env["PYTHONUNBUFFERED"] = "1"
+  env["PYTHONFAULTHANDLER"] = "1"  # a crash prints every thread's stack
   if cache_dir:
     env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",

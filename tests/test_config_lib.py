@@ -4,7 +4,7 @@ import pytest
 
 from lepton_jax import config_lib
 from lepton_jax.errors import UserError
-from conftest import REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
 

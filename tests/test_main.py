@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lepton_jax import main
-from conftest import REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
 MNIST = os.path.join(REPO, "configs", "mnist_cnn.py")

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from lepton_jax import config_lib, metric_writers, train
-from conftest import REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = ["--config.model.conv_features=(8,)", "--config.model.pool=(True,)",
          "--config.model.hidden_sizes=(32,)", "--config.optimizer.warmup_steps=2",

@@ -37,8 +37,8 @@ def test_live_figures_and_profile_are_written(quick_config, tmp_path):
 
 def test_bench_prints_medians(quick_config, data_dir, capsys):
   from lepton_jax import bench
-  from conftest import REPO
-  bench.main(["--config", os.path.join(REPO, "configs", "quickstart.py"),
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  bench.main(["--config", os.path.join(repo, "configs", "quickstart.py"),
               f"--config.data.data_dir={data_dir}", "--config.model.conv_features=(8,)",
               "--config.model.pool=(True,)", "--config.optimizer.warmup_steps=2",
               "--steps", "5", "--repeats", "2"])

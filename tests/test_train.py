@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from lepton_jax import config_lib, metric_writers, train
-from conftest import REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_quickstart_loop_writes_metrics_tensorboard_and_config(quick_config, tmp_path):

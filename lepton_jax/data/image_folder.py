@@ -57,6 +57,11 @@ def _hash_fraction(relative_path: str) -> float:
   return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def fraction_tag(fraction: float) -> str:
+  """0.2 -> '0p2', 1e-05 -> '1em05': the exact fraction, in a builder-config name."""
+  return repr(float(fraction)).replace(".", "p").replace("-", "m").replace("+", "")
+
+
 def split_of(relative_path: str, validation_fraction: float) -> str:
   return "validation" if _hash_fraction(relative_path) < validation_fraction else "train"
 
@@ -159,7 +164,7 @@ def builder_config(root: str, image_size: tuple, channels: int, fraction: float,
   slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(root.rstrip("/")).lower()).strip("_")[:40]
   path_hash = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:10]
   name = (f"{slug or 'root'}_{path_hash}_{image_size[0]}x{image_size[1]}x{channels}"
-          f"_val{round(fraction * 1000):03d}")
+          f"_val{fraction_tag(fraction)}")
   return ImageFolderConfig(name=name, version=tfds.core.Version("1.0.0"),
                            description=f"images of {root}", root=root, image_size=image_size,
                            channels=channels, validation_fraction=fraction, classes=classes)

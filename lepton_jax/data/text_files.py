@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 
 from lepton_jax import registry
 from lepton_jax.data import base, tfds_source
-from lepton_jax.data.image_folder import quiet_absl
+from lepton_jax.data.image_folder import fraction_tag, quiet_absl
 from lepton_jax.errors import UserError
 
 VOCAB_SIZE = 256
@@ -171,7 +171,7 @@ class TextFiles(base.Dataset):
                 if len(paths) > 1 else paths[0])  # a clear error before tfds starts
     digest = hashlib.sha256(data).hexdigest()[:12]
     slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(paths[0]).lower()).strip("_")[:30]
-    name = f"{slug or 'text'}_{digest}_t{seq_len}_s{stride}_val{round(fraction * 1000):03d}"
+    name = f"{slug or 'text'}_{digest}_t{seq_len}_s{stride}_val{fraction_tag(fraction)}"
     config = TextFilesConfig(name=name, version=tfds.core.Version("1.0.0"),
                              description=f"{len(paths)} file(s), {len(data):,} bytes",
                              paths=tuple(os.path.abspath(p) for p in paths), seq_len=seq_len,

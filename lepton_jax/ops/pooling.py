@@ -180,8 +180,9 @@ def _block_max_vjp(xb):
 def _block_max_fwd(xb):
   # The barrier materializes xb once. Without it XLA:CPU fuses xb's producer
   # (e.g. the shifted-sum conv + relu) into the max reduction, which then runs
-  # ~2x slower than conv and reduction apart, and into every backward consumer,
-  # recomputing it there (+50% step time for the seed CNN).
+  # ~2x slower than conv and reduction apart, and into the backward consumers,
+  # recomputing it there (seed CNN step +10%; +50% for a backward that reads
+  # the window several times).
   xb = lax.optimization_barrier(xb)
   return jnp.max(xb, axis=_block_axes(xb)), xb
 
