@@ -21,6 +21,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lepton_jax import metrics, registry
@@ -56,7 +57,7 @@ class LanguageModel:
     if len(info.input_shape) != 1 or not jnp.issubdtype(info.input_dtype, jnp.integer):
       raise UserError(f"experiment 'language_model' needs integer token sequences; dataset "
                       f"{info.name!r} gives {info.input_key!r} of shape {tuple(info.input_shape)} "
-                      f"and dtype {info.input_dtype.__name__ if hasattr(info.input_dtype, '__name__') else info.input_dtype} "
+                      f"and dtype {np.dtype(info.input_dtype).name} "
                       "(use data.name='text_files')")
     self.vocab_size = int(info.num_classes)
     self.tokens_per_example = int(info.input_shape[0])  # T: the loop's tokens/s = examples/s * T

@@ -85,7 +85,9 @@ def read_split(builder, split: str, shard_index: int = 0, num_shards: int = 1,
   import tensorflow_datasets as tfds
   sub_split = tfds.even_splits(split, n=num_shards)[shard_index] if num_shards > 1 else split
   ds = builder.as_dataset(split=sub_split, batch_size=-1, shuffle_files=False)
-  arrays = {k: _narrow(np.asarray(v)) for k, v in tfds.as_numpy(ds).items()}
+  # Only numeric features can feed a model; strings (ids, file names) stay behind.
+  arrays = {k: _narrow(np.asarray(v)) for k, v in tfds.as_numpy(ds).items()
+            if np.asarray(v).dtype.kind in "biuf"}
   return transform(arrays) if transform else arrays
 
 
