@@ -15,7 +15,8 @@ from etils import epath
 
 from lepton_jax import checkpointing, config_lib, mesh as mesh_lib, optimizers, registry
 from lepton_jax import perf, sharding, steps, train_state
-from lepton_jax.data import augment, ops, pipeline
+from lepton_jax.data import ops, pipeline
+from lepton_jax.data.augment import resolve_dataset_statistics
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
 
@@ -61,7 +62,7 @@ class Run:
     self.dataset = registry.get("dataset", config.data.name)(config.data)
     self.info = self.dataset.info()
     # normalize(mean='dataset', std='dataset') -> the training split's statistics, for any dataset
-    augment.resolve_dataset_statistics(config.data, self.dataset, self.info.input_key)
+    resolve_dataset_statistics(config.data, self.dataset, self.info.input_key)
     self.experiment = registry.get("experiment", config.experiment)(config, self.info)
     self.layout = pipeline.ShardLayout.create(config.data.num_shards, jax.process_index(),
                                               jax.process_count())

@@ -26,7 +26,6 @@ from typing import Any, Callable, Sequence, Tuple, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 IMPLS = ("auto", "lax", "shifted")
