@@ -1,18 +1,25 @@
 """What async checkpointing costs the training loop.
 
-    PYTHONPATH=. python benchmarks/bench_checkpointing.py [--steps 1000] [--repeats 3]
+    PYTHONPATH=. python benchmarks/bench_checkpointing.py [--steps 600] [--repeats 3]
     PYTHONPATH=. python benchmarks/bench_checkpointing.py --dataset digits   # no MNIST at hand
 
-Trains configs/mnist_cnn.py (Conv 32 -> pool -> Dense 64 -> Dense 10, Adam, batch 128; on
-MNIST from ../shared/data/mnist, prepared once under --data_dir) with the real loop
-(`train.train_and_evaluate`), once saving a checkpoint every 100 steps (async, the
-default) and once saving only at the end, alternating the two `--repeats` times so
-that load from other processes hits both alike. Throughput is taken from
-metrics.jsonl (examples/s of every logged interval but the first, which holds the
-compile and warm-up); the save at the very end falls outside it in both variants,
-so the difference is the cost of the periodic saves, including their background
-writes competing for the CPU. Prints both throughputs (median over repeats), their
-ratio, and how long the loop was blocked per save.
+Trains configs/mnist_cnn.py (Conv 32 -> pool -> Dense 64 -> Dense 10, Adam, batch 128,
+402k parameters: a 4.8 MB state; on MNIST from ../shared/data/mnist, prepared once
+under --data_dir) with the real loop (`train.train_and_evaluate`), logging every 100
+steps. Two estimates of the cost of an async checkpoint every 100 steps:
+
+  * runs: alternating runs that save every 100 steps and only at the end, `--repeats`
+    times each; throughput from metrics.jsonl (every logged interval but the first,
+    which holds the compile; the final save falls after the last one in both). Simple,
+    but on a shared machine the load drifts between runs.
+  * paired: one run of `--paired_steps` that saves every 200 steps, so that 100-step
+    intervals alternate between one that pays for a save (its blocking part and the
+    background write) and one that does not; the cost is the median, over adjacent
+    pairs, of (time with a save) / (time without) - 1. Adjacent intervals see about
+    the same load, so this one holds up on a busy machine.
+
+Also prints how long the loop was blocked per save (the synchronous part: the
+device-to-host copy, checksums, and Orbax's bookkeeping).
 """
 
 import argparse
@@ -28,25 +35,22 @@ REPO = os.path.dirname(HERE)
 MNIST = os.path.join(REPO, "..", "shared", "data", "mnist")
 
 
-def throughput(workdir: str, batch_size: int) -> float:
-  """Examples/s over every logged train interval but the first."""
+def intervals(workdir: str, batch_size: int) -> list[tuple[int, float]]:
+  """(end step, seconds) of every logged train interval but the first."""
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   rows = [r for r in rows if r["split"] == "train"]
-  examples = seconds = 0.0
-  previous = rows[0]["step"]
-  for row in rows[1:]:
-    n = (row["step"] - previous) * batch_size
-    examples += n
-    seconds += n / row["examples_per_sec"]
-    previous = row["step"]
-  return examples / seconds
+  out = []
+  for previous, row in zip(rows, rows[1:]):
+    out.append((row["step"], (row["step"] - previous["step"]) * batch_size / row["examples_per_sec"]))
+  return out
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--steps", type=int, default=600, help="steps of each alternating run")
+  p.add_argument("--repeats", type=int, default=3, help="alternating runs of each kind")
+  p.add_argument("--paired_steps", type=int, default=2000, help="steps of the paired run; 0: skip")
   p.add_argument("--every", type=int, default=100, help="checkpoint every N steps")
-  p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dataset", choices=("mnist", "digits"), default="mnist")
   p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "lepton_bench_tfds"))
   args = p.parse_args()
@@ -65,13 +69,14 @@ def main():
 
   checkpointing.Checkpointer.save = timed_save
 
-  def run(every: int) -> float:
+  def run(steps: int, every: int):
+    """(intervals, blocked seconds of each save but the final one)."""
     config = config_lib.load(os.path.join(REPO, "configs", "mnist_cnn.py"))
     config_lib.apply_overrides(config, [
         ("data.name", args.dataset), ("data.data_dir", args.data_dir),
         ("data.manual_dir", MNIST if args.dataset == "mnist" else ""),
-        ("num_train_steps", str(args.steps)), ("log_every_steps", str(args.every)),
-        ("eval_every_steps", str(10 * args.steps)), ("checkpoint_every_steps", str(every)),
+        ("num_train_steps", str(steps)), ("log_every_steps", str(args.every)),
+        ("eval_every_steps", str(10 * steps)), ("checkpoint_every_steps", str(every)),
     ])
     if args.dataset == "digits":
       config_lib.apply_overrides(config, [("data.preprocess", "to_float")])
@@ -79,35 +84,55 @@ def main():
     try:
       del blocked[:]
       train.train_and_evaluate(config, workdir)
-      saves = blocked[:-1]  # the final save is outside the timed intervals
-      ex_per_sec = throughput(workdir, config.batch_size)
-      timed_steps = args.steps - args.every  # every logged interval but the first
-      return ex_per_sec, saves, timed_steps * config.batch_size / ex_per_sec
+      return intervals(workdir, config.batch_size), blocked[:-1]
     finally:
       shutil.rmtree(workdir, ignore_errors=True)
 
-  results = {"none": [], "every": []}
-  per_save, blocked_fraction = [], []
-  run(args.steps)  # prepares the data and warms everything up
-  for _ in range(args.repeats):
-    for variant in ("none", "every"):
-      ex_per_sec, saves, seconds = run(args.steps if variant == "none" else args.every)
-      results[variant].append(ex_per_sec)
-      if variant == "every":
-        per_save += saves
-        # The saves at every, 2*every, ... stall the timed intervals that follow them.
-        blocked_fraction.append(sum(saves) / seconds)
+  batch = 128
+  run(2 * args.every, 2 * args.every)  # prepares the data and warms everything up
+  lines = [f"{args.dataset} CNN (configs/mnist_cnn.py), batch {batch}, async checkpoint every "
+           f"{args.every} steps"]
+  per_save = []
 
-  base, ckpt = statistics.median(results["none"]), statistics.median(results["every"])
-  print(f"\n{args.dataset} CNN, {args.steps} steps, batch 128, "
-        f"{args.repeats} alternating repeats")
-  print(f"  no checkpoints (only at the end): {base:10,.0f} examples/s  "
-        f"{[round(x) for x in results['none']]}")
-  print(f"  async checkpoint every {args.every} steps: {ckpt:9,.0f} examples/s  "
-        f"{[round(x) for x in results['every']]}")
-  print(f"  ratio {ckpt / base:.3f} (cost {100 * (1 - ckpt / base):+.1f}%)")
-  print(f"  the loop was blocked {1000 * statistics.median(per_save):.0f} ms per save (median of "
-        f"{len(per_save)}), {100 * statistics.median(blocked_fraction):.2f}% of the training time")
+  if args.repeats:
+    results = {"none": [], "every": []}
+    for _ in range(args.repeats):
+      for variant in ("none", "every"):
+        spans, saves = run(args.steps, args.steps if variant == "none" else args.every)
+        results[variant].append(sum(args.every for _ in spans) * batch / sum(s for _, s in spans))
+        per_save += saves
+    base, ckpt = statistics.median(results["none"]), statistics.median(results["every"])
+    lines += [
+        f"  runs ({args.repeats} x {args.steps} steps each, alternating; median):",
+        f"    no checkpoints (only at the end): {base:8,.0f} examples/s  "
+        f"{[round(x) for x in results['none']]}",
+        f"    checkpoint every {args.every} steps:     {ckpt:8,.0f} examples/s  "
+        f"{[round(x) for x in results['every']]}",
+        f"    ratio {ckpt / base:.3f} (cost {100 * (1 - ckpt / base):+.1f}%)"]
+
+  if args.paired_steps:
+    spans, saves = run(args.paired_steps, 2 * args.every)
+    per_save += saves
+    seconds = dict(spans)
+    # The save at step 2k*every stalls the interval ending at 2k*every + every.
+    costs = [seconds[s + args.every] / seconds[s + 2 * args.every] - 1
+             for s in range(2 * args.every, args.paired_steps - 2 * args.every + 1, 2 * args.every)
+             if s + 2 * args.every in seconds]
+    with_save = sum(seconds[s + args.every] for s in range(2 * args.every, args.paired_steps -
+                                                          2 * args.every + 1, 2 * args.every))
+    without = sum(seconds[s + 2 * args.every] for s in range(2 * args.every, args.paired_steps -
+                                                            2 * args.every + 1, 2 * args.every))
+    lines += [
+        f"  paired (one run of {args.paired_steps} steps, {len(costs)} adjacent interval pairs):",
+        f"    {args.every} steps with a save: {with_save / len(costs):.3f} s; without: "
+        f"{without / len(costs):.3f} s (mean)",
+        f"    cost of a checkpoint every {args.every} steps: median {100 * statistics.median(costs):+.1f}%"
+        f" (pairs: {' '.join(f'{100 * c:+.0f}' for c in costs)})",
+        f"    throughput ratio (sums) {without / with_save:.3f}"]
+
+  lines.append(f"  the loop was blocked {1000 * statistics.median(per_save):.0f} ms per save "
+               f"(median of {len(per_save)} saves)")
+  print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
