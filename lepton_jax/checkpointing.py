@@ -7,8 +7,8 @@ A checkpoint is plain Orbax, one directory per step:
                                          opt_state, model_state, rng, ema_params
     WORKDIR/checkpoints/<step>/meta      JSON: step, the last eval metrics, and the train
                                          metrics of the steps not yet logged (exact resume)
-    WORKDIR/checkpoints/<step>/metrics   JSON: the eval metrics of this step ({} if it did not
-                                         evaluate); Orbax ranks the `best` checkpoints by them
+    WORKDIR/checkpoints/<step>/metrics   JSON: the eval metrics of this step, if it evaluated;
+                                         Orbax ranks the `best` checkpoints by them
 
 so `orbax.checkpoint` alone restores it (`StandardCheckpointer().restore(<step>/state)`).
 
@@ -33,6 +33,7 @@ Guarantees:
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -51,6 +52,16 @@ from lepton_jax.sharding import path_string
 
 STATE, META = "state", "meta"
 CORRUPT_DIR = "checkpoints_corrupt"
+
+
+class _QuietMissingMetrics(logging.Filter):
+  """Orbax warns at every save without eval metrics; most saves have none, by design."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietMissingMetrics())
 
 
 def warn(message: str) -> None:
@@ -151,7 +162,7 @@ class Checkpointer:
     return self.manager.save(
         step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
                                          META: ocp.args.JsonSave(meta)}),
-        metrics=_plain(metrics) if metrics is not None else {}, force=force)
+        metrics=_plain(metrics) if metrics is not None else None, force=force)
 
   def wait(self) -> None:
     """Blocks until the last save has committed."""

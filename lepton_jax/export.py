@@ -64,6 +64,8 @@ def export_model(predictor):
   model = predictor.model
   if hasattr(model, "pool_impl") and getattr(model, "pool_impl") != "reduce_window":
     model = model.clone(pool_impl="reduce_window")
+  if hasattr(model, "conv_impl") and getattr(model, "conv_impl") != "lax":
+    model = model.clone(conv_impl="lax")  # the portable formulation; same parameters
   return model
 
 

@@ -7,13 +7,12 @@ import jax.numpy as jnp
 
 from lepton_jax import registry
 from lepton_jax.models.mlp import activation
-from lepton_jax.ops import pooling
+from lepton_jax.ops import conv, pooling
 
 
 @registry.register("model", "cnn")
 class CNN(nn.Module):
-  """Conv(features[i], kernel) + activation (+ 2x2 max-pool where pool[i]) ->
-  flatten -> Dense(hidden_sizes...) -> Dense(num_classes).
+  """Conv stack (+ 2x2 max-pools) -> flatten -> Dense(hidden_sizes...) -> Dense(num_classes).
 
   The seeds' MNIST net (conv_features=(32,), pool=(True,), hidden_sizes=(64,),
   28x28x1 input, SAME padding) has 320 + 401,472 + 650 = 402,442 parameters.
@@ -29,7 +28,8 @@ class CNN(nn.Module):
   hidden_sizes: Sequence[int] = (64,)
   activation: str = "relu"
   dropout_rate: float = 0.0
-  pool_impl: str = "auto"
+  pool_impl: str = "auto"  # lepton_jax.ops.pooling: fast gradients on XLA:CPU
+  conv_impl: str = "auto"  # lepton_jax.ops.conv: shifted multiply-adds for few input channels on CPU
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -44,8 +44,9 @@ class CNN(nn.Module):
     if x.ndim == 3:  # grayscale images without a channel axis
       x = x[..., None]
     for i, (features, pool) in enumerate(zip(self.conv_features, self.pool)):
-      x = nn.Conv(features, (self.kernel_size, self.kernel_size), padding=self.padding,
-                  dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv_{i}")(x)
+      x = conv.Conv(features, (self.kernel_size, self.kernel_size), padding=self.padding,
+                    dtype=self.dtype, param_dtype=self.param_dtype, impl=self.conv_impl,
+                    name=f"conv_{i}")(x)
       x = act(x)
       if pool:
         x = pooling.max_pool(x, (2, 2), strides=(2, 2), impl=self.pool_impl)
