@@ -330,7 +330,11 @@ def metadata_shapes(item_dir: epath.Path) -> dict[str, tuple]:
   """{path: (shape, dtype)} of a saved state item, read from its metadata only."""
   if not item_dir.exists():
     raise FileNotFoundError(f"{item_dir} does not exist")
-  metadata = ocp.PyTreeCheckpointHandler().metadata(item_dir)
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    metadata = handler.metadata(item_dir)
+  finally:
+    handler.close()
   tree = getattr(metadata, "tree", metadata)
   return flat_shapes(tree)
 
@@ -454,9 +458,10 @@ def load_init_from(path_str: str, regex: str, abstract_state, state):
                         "config.init_from_params (e.g. '^params/(?!head/)')")
     target = _nest(chosen)
     try:
-      loaded = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True))
+      with ocp.PyTreeCheckpointer() as checkpointer:
+        loaded = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
       verify_checksums(loaded, _read_meta(step_dir))
     except Exception as e:
       errors.append(f"{step_dir}: {_first_line(e)}")

@@ -78,7 +78,11 @@ def read_state(workdir, step: int | None = None) -> tuple[int, dict]:
   if step is None:
     step = max(int(p.name) for p in directory.iterdir() if p.name.isdigit())
   item = directory / str(step) / "state"
-  metadata = ocp.PyTreeCheckpointHandler().metadata(item)
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    metadata = handler.metadata(item)
+  finally:
+    handler.close()
   tree = getattr(metadata, "tree", metadata)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   with ocp.PyTreeCheckpointer() as checkpointer:

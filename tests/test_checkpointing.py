@@ -97,10 +97,12 @@ def _truncate(path):
 
 
 def _garble(path):
-  data = bytearray(open(path, "rb").read())
+  with open(path, "rb") as f:
+    data = bytearray(f.read())
   third = len(data) // 3
   data[third:2 * third] = bytes(b ^ 0x5A for b in data[third:2 * third])
-  open(path, "wb").write(bytes(data))
+  with open(path, "wb") as f:
+    f.write(bytes(data))
 
 
 CORRUPTIONS = {
@@ -140,6 +142,7 @@ def test_no_readable_checkpoint_is_a_user_error(tmp_path):
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
   with pytest.raises(UserError, match="no readable checkpoint"):
     checkpointer.restore_latest(abstract_of(toy_state(0)))
+  checkpointer.close()
   assert lib.checkpoint_steps(tmp_path) == [1]  # nothing was moved or deleted
 
 
@@ -152,6 +155,7 @@ def test_a_checkpoint_of_another_model_names_the_first_mismatch(tmp_path, model,
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
   with pytest.raises(UserError, match=message) as e:
     checkpointer.restore_latest(abstract_of(toy_state(0, **model)))
+  checkpointer.close()
   assert "fresh --workdir" in str(e.value) and "init_from" in str(e.value)
   assert "\n" not in str(e.value)
   assert lib.checkpoint_steps(tmp_path) == [1]
