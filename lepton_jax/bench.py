@@ -15,7 +15,6 @@ and the ratio loop / step.
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 
@@ -23,7 +22,7 @@ import jax
 
 from lepton_jax import config_lib, metric_writers, train
 from lepton_jax.data import pipeline
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, run_cli
 from lepton_jax.main import split_overrides
 
 
@@ -118,8 +117,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  try:
-    sys.exit(main(sys.argv[1:]))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
+  run_cli(main)

@@ -9,3 +9,23 @@ class UserError(Exception):
   """
 
   exit_code = 2
+
+
+def run_cli(main, argv=None) -> None:
+  """Exits with `main(argv)`'s status; a UserError becomes one line `error: ...`.
+
+  Every `python -m lepton_jax.X` entry point goes through here, so bad input
+  never shows a traceback.
+  """
+  import sys
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    code = main(argv)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    code = e.exit_code
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    code = 130
+  sys.stdout.flush()
+  sys.exit(code)

@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import warnings
 
 import jax
@@ -41,7 +40,7 @@ import numpy as np
 from etils import epath
 
 from lepton_jax import predict
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, run_cli
 
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"
@@ -304,15 +303,8 @@ def main(argv) -> int:
   return 0
 
 
-def run(argv=None) -> None:
-  argv = sys.argv[1:] if argv is None else argv
-  try:
-    code = main(argv)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    code = e.exit_code
-  sys.stdout.flush()
-  sys.exit(code)
+def run(argv: list[str] | None = None) -> None:
+  run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ command again to continue); 1 anything else (a bug: a traceback is printed).
 
 import argparse
 import signal
-import sys
 import threading
 
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, run_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,17 +122,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-  argv = sys.argv[1:] if argv is None else argv
-  try:
-    code = main(argv)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    code = e.exit_code
-  except KeyboardInterrupt:
-    print("error: interrupted", file=sys.stderr)
-    code = 130
-  sys.stdout.flush()
-  sys.exit(code)
+  run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import argparse
 import functools
 import json
 import os
-import sys
 from typing import Callable, Sequence
 
 import jax
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, run_cli
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ARRAY_EXTENSIONS = (".npy",)
@@ -525,14 +524,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-  argv = sys.argv[1:] if argv is None else argv
-  try:
-    code = main(argv)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    code = e.exit_code
-  sys.stdout.flush()
-  sys.exit(code)
+  run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ runs it on worker 0.
 """
 
 import argparse
-import sys
 
 import ml_collections
 
 from lepton_jax import registry
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, run_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,8 +38,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  try:
-    sys.exit(main(sys.argv[1:]))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
+  run_cli(main)

@@ -20,13 +20,12 @@ PNG shows can be checked against metrics.jsonl.
 import argparse
 import json
 import math
-import sys
 import time
 
 import numpy as np
 from etils import epath
 
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, run_cli
 from lepton_jax.metric_writers import format_duration, read_metrics
 
 PLOTS_DIR = "plots"
@@ -396,15 +395,8 @@ def main(argv) -> int:
   return 0
 
 
-def run(argv=None) -> None:
-  argv = sys.argv[1:] if argv is None else argv
-  try:
-    code = main(argv)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    code = e.exit_code
-  sys.stdout.flush()
-  sys.exit(code)
+def run(argv: list[str] | None = None) -> None:
+  run_cli(main, argv)
 
 
 if __name__ == "__main__":
