@@ -78,6 +78,9 @@ def main():
         ("num_train_steps", str(steps)), ("log_every_steps", str(args.every)),
         ("eval_every_steps", str(10 * steps)), ("checkpoint_every_steps", str(every)),
     ])
+    # (the learning-rate schedule does not change the speed; the warm-up must fit the run)
+    config_lib.apply_overrides(config, [
+        ("optimizer.warmup_steps", str(min(config.optimizer.warmup_steps, steps // 4)))])
     if args.dataset == "digits":
       config_lib.apply_overrides(config, [("data.preprocess", "to_float")])
     workdir = tempfile.mkdtemp(prefix="bench_ckpt_")
