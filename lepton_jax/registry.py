@@ -86,16 +86,22 @@ def get(kind: str, name: str) -> Any:
   table = _TABLES[kind]
   if name in table:
     return table[name]
-  names = closest(str(name), table)
-  hint = (f"registered {plural(kind)} (closest first): {', '.join(names)}" if names
+  hint_names = closest(str(name), names(kind))
+  hint = (f"registered {plural(kind)} (closest first): {', '.join(hint_names)}" if hint_names
           else f"no {plural(kind)} are registered")
   raise UserError(f"unknown {kind} {name!r}; {hint}")
 
 
-def names(kind: str) -> list[str]:
+def names(kind: str, *, private: bool = False) -> list[str]:
+  """Registered names of `kind`, sorted.
+
+  Names starting with "_" are private (test fixtures, experiments in progress): they work like any
+  other name but are left out of `--list`, the generated docs and close-match hints unless
+  `private=True`, so what a user sees never depends on what else was imported.
+  """
   _check_kind(kind)
   load_all()
-  return sorted(_TABLES[kind])
+  return sorted(n for n in _TABLES[kind] if private or not n.startswith("_"))
 
 
 def describe() -> str:
@@ -104,7 +110,7 @@ def describe() -> str:
   lines = []
   for kind in KINDS:
     lines.append(f"{plural(kind)}:")
-    for name in sorted(_TABLES[kind]):
+    for name in names(kind):
       doc = _DOCS[kind].get(name, "")
       lines.append(f"  {name:<28} {doc}".rstrip())
   return "\n".join(lines)

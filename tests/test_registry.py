@@ -35,3 +35,19 @@ def test_register_rejects_a_clash_but_allows_reimport():
     @registry.register("metric", "_test_metric")
     def second(stats):
       return 1.0
+
+
+def test_private_names_work_but_stay_out_of_listings_and_hints():
+  @registry.register("loss", "_test_private_loss")
+  def private_loss(logits, labels):
+    return 0.0
+
+  assert registry.get("loss", "_test_private_loss") is private_loss
+  assert "_test_private_loss" not in registry.names("loss")
+  assert "_test_private_loss" in registry.names("loss", private=True)
+  assert "_test_private_loss" not in registry.describe()
+  from lepton_jax import docgen
+  assert "_test_private_loss" not in docgen.generate()
+  with pytest.raises(UserError) as e:
+    registry.get("loss", "_test_private_los")
+  assert "_test_private_loss" not in str(e.value)
