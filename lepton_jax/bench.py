@@ -1,13 +1,16 @@
 """Times a config's train step, its input pipeline and the full train loop.
 
     python -m lepton_jax.bench --config configs/mnist_cnn.py \
-        --config.data.manual_dir=../shared/data/mnist [--steps 100] [--repeats 5]
+        --config.data.manual_dir=../shared/data/mnist [--steps 100] [--repeats 5] [--rounds 3]
 
-Prints medians over `repeats` timed intervals of `steps` steps each, after a
-warm-up interval:
+Prints medians over `rounds` x `repeats` timed intervals of `steps` steps each
+(each after a warm-up interval; the rounds alternate bare step and loop, so a
+drifting machine load affects both alike):
   step       the bare jitted train step on one fixed on-device batch
              (synthetic-data mode: no input pipeline at all) - the floor;
-  input      the input pipeline alone: host batch assembly + transfer to devices;
+  input      the input pipeline alone, as the run feeds it: host batch assembly + transfer,
+             or (a split kept on the devices, gathered inside the step) the per-epoch
+             row-order transfer, amortized;
   loop       the real train loop (train_and_evaluate: prefetch, step, logging),
              read from the live figures it logs;
 and the ratio loop / step.
@@ -21,21 +24,24 @@ import time
 import jax
 
 from lepton_jax import config_lib, metric_writers, train
-from lepton_jax.data import pipeline
 from lepton_jax.errors import UserError, run_cli
 from lepton_jax.main import split_overrides
 
 
-def _median_interval(fn, steps: int, repeats: int) -> float:
-  """Median seconds per step of `fn()` over `repeats` intervals (after one warm-up)."""
+def _intervals(fn, steps: int, repeats: int) -> list[float]:
+  """Seconds per step of `fn(steps)` over `repeats` intervals (after one warm-up)."""
   fn(steps)
-  return statistics.median(fn(steps) / steps for _ in range(repeats))
+  return [fn(steps) / steps for _ in range(repeats)]
 
 
-def time_bare_step(run, steps: int, repeats: int) -> float:
-  state = run.init_state(run.init_rng)
+def _median_interval(fn, steps: int, repeats: int) -> float:
+  return statistics.median(_intervals(fn, steps, repeats))
+
+
+def bare_step_timer(run):
+  """fn(n) -> seconds for n bare train steps on one fixed on-device batch."""
   batch = run.global_batch(run.train_data.batch(0))
-  holder = {"state": state}
+  holder = {"state": run.init_state(run.init_rng)}
 
   def interval(n):
     s = holder["state"]
@@ -46,27 +52,28 @@ def time_bare_step(run, steps: int, repeats: int) -> float:
     holder["state"] = s
     return time.perf_counter() - t0
 
-  return _median_interval(interval, steps, repeats)
+  return interval
 
 
 def time_input(run, steps: int, repeats: int) -> float:
-  batches = pipeline.prefetch(run.train_data.batches(0), run.global_batch, run.config.data.prefetch)
+  """Host time per step to produce the step's input arguments, as the run feeds them."""
+  feed, _, _ = run.train_feed(0)
 
   def interval(n):
     t0 = time.perf_counter()
     for _ in range(n):
-      batch = next(batches)
-    jax.block_until_ready(batch)
+      args = feed.next_args()
+    jax.block_until_ready(args)
     return time.perf_counter() - t0
 
   try:
     return _median_interval(interval, steps, repeats)
   finally:
-    batches.close()
+    feed.close()
 
 
-def time_loop(config, steps: int, repeats: int) -> tuple[float, float]:
-  """(median seconds/step, median input-wait fraction) of the real loop's logged intervals."""
+def time_loop(config, steps: int, repeats: int) -> tuple[list[float], list[float]]:
+  """(seconds/step, input-wait fraction) of each of the real loop's logged intervals."""
   config = config.copy_and_resolve_references()
   total = steps * (repeats + 1)
   with config.unlocked():
@@ -77,8 +84,7 @@ def time_loop(config, steps: int, repeats: int) -> tuple[float, float]:
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
     rows = [r for r in metric_writers.read_metrics(workdir) if r["split"] == "train"][1:]
-  return (statistics.median(r["step_time_ms"] / 1000 for r in rows),
-          statistics.median(r["input_wait_fraction"] for r in rows))
+  return [r["step_time_ms"] / 1000 for r in rows], [r["input_wait_fraction"] for r in rows]
 
 
 def main(argv: list[str]) -> int:
@@ -87,6 +93,8 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--config", required=True)
   parser.add_argument("--steps", type=int, default=100, help="steps per timed interval")
   parser.add_argument("--repeats", type=int, default=5, help="timed intervals (median reported)")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="alternations of bare step and loop (a drifting load affects both)")
   parser.add_argument("--only", choices=("step", "input", "loop"), action="append",
                       help="time only these parts (repeatable)")
   args = parser.parse_args(rest)
@@ -94,19 +102,27 @@ def main(argv: list[str]) -> int:
   config_lib.apply_overrides(config, overrides)
   parts = args.only or ["step", "input", "loop"]
   batch = config.batch_size
-  results = {}
+  results, step_times, loop_times, waits = {}, [], [], []
   with tempfile.TemporaryDirectory() as workdir:
     run = train.Run(config, workdir)
     print(f"{config.model.name} on {run.info.name}, global batch {batch}, "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s); "
-          f"medians of {args.repeats} x {args.steps} steps")
-    if "step" in parts:
-      results["step"] = time_bare_step(run, args.steps, args.repeats)
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of "
+          f"{args.rounds} rounds x {args.repeats} intervals x {args.steps} steps")
     if "input" in parts:
       results["input"] = time_input(run, args.steps, args.repeats)
-  wait = None
-  if "loop" in parts:
-    results["loop"], wait = time_loop(config, args.steps, args.repeats)
+    bare_step = bare_step_timer(run) if "step" in parts else None
+    for _ in range(args.rounds if "loop" in parts else 1):
+      if bare_step:
+        step_times += _intervals(bare_step, args.steps, args.repeats)
+      if "loop" in parts:
+        times, fractions = time_loop(config, args.steps, args.repeats)
+        loop_times += times
+        waits += fractions
+  if step_times:
+    results["step"] = statistics.median(step_times)
+  if loop_times:
+    results["loop"] = statistics.median(loop_times)
+  wait = statistics.median(waits) if waits else None
   for name, seconds in results.items():
     print(f"{name:<6} {seconds * 1000:8.2f} ms/step  {batch / seconds:10,.0f} examples/s")
   if wait is not None:

@@ -1,5 +1,6 @@
-"""Orbax checkpoints in `WORKDIR/checkpoints`: async saves, atomic commits,
-exact resume onto any mesh, and starting from another run's parameters.
+"""Orbax checkpoints in `WORKDIR/checkpoints`: async saves, atomic commits and
+exact resume onto any mesh. (The checksums and fit checks are in
+checkpoint_checks.py; starting from another run's parameters, in init_from.py.)
 
 A checkpoint is plain Orbax, one directory per step:
 
@@ -32,23 +33,21 @@ Guarantees:
 """
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from lepton_jax.checkpoint_checks import (check_fits, compile_checksums, metadata_shapes,
+                                          state_checksums, verify_checksums)
 from lepton_jax.errors import UserError
-from lepton_jax.sharding import path_string
 
 STATE, META = "state", "meta"
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -69,7 +68,7 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
@@ -207,7 +206,7 @@ class Checkpointer:
         shapes = self.state_metadata(step)
       except Exception as e:  # any failure to read it means the step is unusable
         unreadable.append(step)
-        warn(f"checkpoint {path} is unreadable ({_first_line(e)}); trying the one before it")
+        warn(f"checkpoint {path} is unreadable ({first_line(e)}); trying the one before it")
         continue
       check_fits(shapes, abstract_state, path)
       try:
@@ -219,7 +218,7 @@ class Checkpointer:
           raise ValueError(f"its state is at step {int(jax.device_get(state.step))}")
       except Exception as e:
         unreadable.append(step)
-        warn(f"checkpoint {path} is unreadable ({_first_line(e)}); trying the one before it")
+        warn(f"checkpoint {path} is unreadable ({first_line(e)}); trying the one before it")
         continue
       if unreadable:
         self._set_aside(unreadable)
@@ -241,253 +240,15 @@ class Checkpointer:
           warn(f"moved unreadable checkpoint {source} to {target}")
         except Exception as e:  # e.g. gs:// has no directory rename
           self.manager.delete(step)
-          warn(f"deleted unreadable checkpoint {source} (could not move it: {_first_line(e)})")
+          warn(f"deleted unreadable checkpoint {source} (could not move it: {first_line(e)})")
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("lepton_jax:checkpoints_set_aside")
     self.manager.reload()
 
 
-# ------------------------------------------------------------------ checksums
-
-def _leaf_checksum(x):
-  """Two uint32 sums of an array's bits: plain, and weighted by position.
-
-  Any flipped bit changes the first; swapped or offsetting changes, the second.
-  Computed where the array lives (no reshape, no gather), so it is cheap on any
-  sharding and independent of the sharding.
-  """
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    x = jax.random.key_data(x)
-  x = jnp.asarray(x)
-  if x.dtype == jnp.bool_:
-    words = x.astype(jnp.uint32)
-  else:
-    size = x.dtype.itemsize
-    words = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}.get(size, jnp.uint32))
-    words = words.astype(jnp.uint32)
-  index = jnp.zeros(words.shape, jnp.uint32)
-  stride = 1
-  for dim in reversed(range(words.ndim)):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, dim) * jnp.uint32(stride)
-    stride = (stride * words.shape[dim]) % (1 << 32)
-  weights = index * jnp.uint32(2654435761) + jnp.uint32(1)
-  return jnp.stack([jnp.sum(words, dtype=jnp.uint32), jnp.sum(words * weights, dtype=jnp.uint32)])
-
-
-# All leaves' checksums as one (leaves, 2) array: one small transfer per save.
-_checksums_jit = jax.jit(lambda tree: jnp.stack(
-    [_leaf_checksum(x) for x in jax.tree.leaves(tree)] or [jnp.zeros(2, jnp.uint32)]))
-
-
-def compile_checksums(abstract_state):
-  """The checksum function compiled ahead for states like `abstract_state` (saves then
-  spend no time compiling, e.g. when a preemption notice leaves seconds to save)."""
-  return _checksums_jit.lower(abstract_state).compile()
-
-
-def state_checksums(state, compiled=None) -> dict[str, list[int]]:
-  """{path: [sum, weighted sum]} of every array of `state` (uint32 arithmetic)."""
-  sums = None
-  if compiled is not None:
-    try:
-      sums = compiled(state)
-    except (TypeError, ValueError):  # another structure or sharding than compiled for
-      sums = None
-  if sums is None:
-    sums = _checksums_jit(state)
-  # A replicated result: this process's copy is the value (also on multi-host runs).
-  sums = np.asarray(sums.addressable_data(0))
-  paths = [path_string(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
-  return {path: [int(a), int(b)] for path, (a, b) in zip(paths, sums)}
-
-
-def verify_checksums(state, meta: dict, compiled=None) -> None:
-  """Raises ValueError naming the first array whose checksum differs from `meta`'s."""
-  saved = meta.get("checksums")
-  if not saved:  # written before checksums existed
-    return
-  for path, value in state_checksums(state, compiled).items():
-    if path in saved and list(saved[path]) != value:
-      raise ValueError(f"{path} does not match its checksum (a corrupted data file)")
-
-
-# ------------------------------------------------------------ tree comparison
-
-def _leaf_info(leaf):
-  shape = getattr(leaf, "shape", None)
-  dtype = getattr(leaf, "dtype", None)
-  return (tuple(shape) if shape is not None else None,
-          np.dtype(dtype).name if dtype is not None else None)
-
-
-def flat_shapes(tree) -> dict[str, tuple]:
-  """{path: (shape, dtype)} of a pytree's leaves; paths like 'params/dense_0/kernel'."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {path_string(path): _leaf_info(leaf) for path, leaf in leaves}
-
-
-def metadata_shapes(item_dir: epath.Path) -> dict[str, tuple]:
-  """{path: (shape, dtype)} of a saved state item, read from its metadata only."""
-  if not item_dir.exists():
-    raise FileNotFoundError(f"{item_dir} does not exist")
-  handler = ocp.PyTreeCheckpointHandler()
-  try:
-    metadata = handler.metadata(item_dir)
-  finally:
-    handler.close()
-  tree = getattr(metadata, "tree", metadata)
-  return flat_shapes(tree)
-
-
-def _describe(info) -> str:
-  shape, dtype = info
-  return f"{dtype}{list(shape) if shape is not None else ''}"
-
-
-def first_mismatch(saved: dict[str, tuple], abstract_state, check_dtype: bool = True) -> str | None:
-  """The first difference between a checkpoint's leaves and the model's, in words."""
-  wanted = flat_shapes(abstract_state)
-  for path, info in wanted.items():
-    if path not in saved:
-      return f"it has no {path} (this model's {_describe(info)})"
-    have = saved[path]
-    if have[0] != info[0] or (check_dtype and have[1] != info[1]):
-      return f"{path} is {_describe(have)} there but {_describe(info)} in this model"
-  for path, info in saved.items():
-    if path not in wanted:
-      return f"it has {path} ({_describe(info)}), which this model lacks"
-  return None
-
-
-def check_fits(saved: dict[str, tuple], abstract_state, where) -> None:
-  mismatch = first_mismatch(saved, abstract_state)
-  if mismatch:
-    workdir = epath.Path(where).parent.parent
-    raise UserError(f"checkpoint {where} does not fit this model: {mismatch}; use a fresh "
-                    f"--workdir, or start from its parameters with --config.init_from={workdir}")
-
-
 def abstract_with_shardings(abstract_state, shardings):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_state, shardings)
-
-
-# ------------------------------------------------------------------ init_from
-
-def _complete_steps(directory: epath.Path) -> list[epath.Path]:
-  """Committed step dirs of a checkpoints directory, newest first."""
-  steps = []
-  for child in directory.iterdir():
-    if re.fullmatch(r"0|[1-9]\d*", child.name) and ocp.path.step.is_path_finalized(child):
-      steps.append(child)
-  return sorted(steps, key=lambda p: -int(p.name))
-
-
-def init_from_candidates(path_str: str) -> list[epath.Path]:
-  """Step dirs that `config.init_from` may load, newest first."""
-  path = epath.Path(path_str)
-  if not path.exists():
-    raise UserError(f"config.init_from={path_str!r} does not exist; give a run's workdir or one "
-                    "of its checkpoint step dirs (WORKDIR/checkpoints/STEP)")
-  if (path / STATE).exists():
-    if not ocp.path.step.is_path_finalized(path):
-      raise UserError(f"config.init_from={path_str!r} is an incomplete checkpoint (its save "
-                      "never committed); use a complete step dir or the workdir")
-    return [path]
-  directory = path / "checkpoints" if (path / "checkpoints").exists() else path
-  steps = _complete_steps(directory) if directory.is_dir() else []
-  if not steps:
-    raise UserError(f"config.init_from={path_str!r} holds no complete checkpoint (looked in "
-                    f"{directory}); give a run's workdir or a checkpoint step dir")
-  return steps
-
-
-def loadable_paths(abstract_state) -> dict[str, object]:
-  """The leaves init_from may load: params and model_state (e.g. batch_stats)."""
-  leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-  return {path_string(p): leaf for p, leaf in leaves
-          if path_string(p).split("/")[0] in ("params", "model_state")}
-
-
-def _nest(flat: dict[str, object]) -> dict:
-  nested: dict = {}
-  for path, value in flat.items():
-    node = nested
-    *parents, last = path.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[last] = value
-  return nested
-
-
-def _read_meta(step_dir: epath.Path) -> dict:
-  path = step_dir / META / "metadata"
-  return json.loads(path.read_text()) if path.exists() else {}
-
-
-def load_init_from(path_str: str, regex: str, abstract_state, state):
-  """`state` with the parameters of checkpoint `path_str` whose path matches
-  `regex` (others kept as initialised); returns (state, report line)."""
-  try:
-    pattern = re.compile(regex)
-  except re.error as e:
-    raise UserError(f"config.init_from_params={regex!r} is not a valid regex: {e}") from e
-  targets = loadable_paths(abstract_state)
-  chosen = {p: leaf for p, leaf in targets.items() if pattern.search(p)}
-  if not chosen:
-    raise UserError(f"config.init_from_params={regex!r} matches no parameter of this model; "
-                    f"paths look like {next(iter(targets), 'params/dense_0/kernel')}")
-  errors = []
-  for step_dir in init_from_candidates(path_str):
-    item = step_dir / STATE
-    try:
-      saved = metadata_shapes(item)
-    except Exception as e:
-      errors.append(f"{step_dir}: {_first_line(e)}")
-      warn(f"init_from: checkpoint {step_dir} is unreadable ({_first_line(e)}); trying the one "
-           "before it")
-      continue
-    for path, leaf in chosen.items():
-      if path not in saved:
-        raise UserError(f"config.init_from: {step_dir} has no {path} (matched by "
-                        f"config.init_from_params={regex!r}); narrow init_from_params to the "
-                        "parameters it has")
-      if saved[path][0] != tuple(leaf.shape):
-        raise UserError(f"config.init_from: {path} is {_describe(saved[path])} in {step_dir} but "
-                        f"{_describe(_leaf_info(leaf))} in this model; exclude it with "
-                        "config.init_from_params (e.g. '^params/(?!head/)')")
-    target = _nest(chosen)
-    try:
-      with ocp.PyTreeCheckpointer() as checkpointer:
-        loaded = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
-            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True))
-      verify_checksums(loaded, _read_meta(step_dir))
-    except Exception as e:
-      errors.append(f"{step_dir}: {_first_line(e)}")
-      warn(f"init_from: checkpoint {step_dir} is unreadable ({_first_line(e)}); trying the one "
-           "before it")
-      continue
-    flat_loaded = {path_string(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
-
-    def replace(path, value):
-      return flat_loaded.get(path_string(path), value)
-
-    merged = jax.tree_util.tree_map_with_path(replace, state)
-    if merged.ema_params is not None:
-      merged = merged.replace(ema_params=merged.params)
-    params_total = {p: l for p, l in targets.items() if p.startswith("params/")}
-    params_loaded = [p for p in flat_loaded if p.startswith("params/")]
-    values = sum(int(np.prod(chosen[p].shape)) for p in params_loaded)
-    values_total = sum(int(np.prod(l.shape)) for l in params_total.values())
-    others = len(flat_loaded) - len(params_loaded)
-    report = (f"init_from {step_dir}: loaded {len(params_loaded)} of {len(params_total)} parameter "
-              f"arrays ({values:,} of {values_total:,} values)"
-              + (f" and {others} model-state arrays" if others else "")
-              + f" matching {regex!r}; the others are freshly initialized; step 0, fresh "
-              "optimizer state")
-    return merged, report
-  raise UserError(f"config.init_from={path_str!r}: no readable checkpoint ({'; '.join(errors)})")
 
 
 # ------------------------------------------------- exact resume of the metrics

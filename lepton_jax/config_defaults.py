@@ -25,8 +25,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = -1  # training steps; -1: derived from num_epochs
   c.num_epochs = 1.0  # epochs of the training split when num_train_steps is -1
   c.log_every_steps = 50  # training metrics and the progress line every N steps
-  c.eval_every_steps = -1  # evaluate every N steps (and always at the end); -1: once per epoch
-  c.checkpoint_every_steps = -1  # save every N steps (and always at the end); -1: once per epoch
+  c.eval_every_steps = -1  # evaluate every N steps and at the end; -1: every epoch; 0: at the end only
+  c.checkpoint_every_steps = -1  # save every N steps and at the end; -1: every epoch; 0: at the end only
   c.dtype = "float32"  # compute dtype: float32 or bfloat16
   c.param_dtype = "float32"  # parameter (and optimizer state) dtype
   c.metrics = ("loss", "accuracy", "precision", "recall", "f1")  # eval metrics (registered names)
@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.preprocess = ("to_float",)  # device-side ops for every split (and predict)
   c.data.augment = ()  # device-side random ops for training only
   c.data.prefetch = 2  # batches prepared ahead on the devices
+  # Single-process runs keep a train split up to this size on every device and gather batches
+  # there: no per-step host assembly or copy.
+  c.data.on_device_max_mb = 256  # decoded train split size limit (MiB); 0: always feed from host
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "test"  # split to evaluate on

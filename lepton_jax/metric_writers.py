@@ -25,8 +25,12 @@ class MetricWriter:
     if not self.enabled or not self.path.exists():
       return
     kept = [line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    self.path.write_text("".join(line + "\n" for line in kept))
+            if (row := _parse_row(line)) is not None and row["step"] <= step]
+    # Write a new file and rename it over the old one: a kill during the rewrite leaves either
+    # the old rows or the new ones, never a half-written file.
+    partial = self.path.parent / (self.path.name + ".partial")
+    partial.write_text("".join(line + "\n" for line in kept))
+    partial.replace(self.path)
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:
@@ -35,18 +39,22 @@ class MetricWriter:
     row.update({k: _plain(v) for k, v in metrics.items()})
     with self.path.open("a") as f:
       f.write(json.dumps(row) + "\n")
+    # TensorBoard's own event writer, without TensorFlow ops: ~1 ms a row instead of ~7 ms
+    # with tf.summary, which the step would otherwise wait for at every log.
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.scalar import summary_v2
+    values = [value for key, x in row.items()
+              if key not in ("step", "split") and isinstance(x, (int, float))
+              for value in summary_v2.scalar_pb(key, float(x)).value]
     writer = self._tb_writer(split)
-    import tensorflow as tf
-    with writer.as_default():
-      for key, value in row.items():
-        if key not in ("step", "split") and isinstance(value, (int, float)):
-          tf.summary.scalar(key, value, step=int(step))
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                     summary=summary_pb2.Summary(value=values)))
     writer.flush()
 
   def _tb_writer(self, split: str):
     if split not in self._tb_writers:
-      import tensorflow as tf
-      self._tb_writers[split] = tf.summary.create_file_writer(str(self._tb_dir / split))
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
+      self._tb_writers[split] = EventFileWriter(str(self._tb_dir / split))
     return self._tb_writers[split]
 
   def close(self) -> None:
@@ -66,7 +74,15 @@ def read_metrics(workdir: str) -> list[dict]:
   path = epath.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [row for row in map(_parse_row, path.read_text().splitlines()) if row is not None]
+
+
+def _parse_row(line: str) -> dict | None:
+  """One metrics.jsonl row, or None for a blank line or one a kill cut short mid-write."""
+  try:
+    return json.loads(line) if line.strip() else None
+  except json.JSONDecodeError:
+    return None
 
 
 def format_duration(seconds: float) -> str:

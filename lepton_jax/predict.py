@@ -21,13 +21,12 @@ examples: the dataset's `host_transform` (numpy, on the host), then the
   .csv / .txt of numbers                rows of features, for 1-D feature inputs;
   directories                           every such file inside, sorted;
   text (language models)                a prompt, or a .txt file holding one: the
-      model samples a continuation autoregressively (`sample`).
+      model samples a continuation autoregressively (`sampling.sample`).
 
 Binary experiments report P(positive label) and a decision at --threshold.
 """
 
 import argparse
-import functools
 import json
 import os
 from typing import Callable, Sequence
@@ -37,13 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from lepton_jax import predict_inputs, sampling
 from lepton_jax.errors import UserError, run_cli
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-ARRAY_EXTENSIONS = (".npy",)
-TABLE_EXTENSIONS = (".csv", ".txt", ".tsv")
 LM_EXPERIMENTS = ("language_model", "lm", "causal_lm")
-_IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 # ---------------------------------------------------------------- the run's records
@@ -85,74 +81,11 @@ def _has_host_transform(dataset) -> bool:
   return type(dataset).host_transform is not base.Dataset.host_transform
 
 
-# ---------------------------------------------------------------- sampling
-
-def sample(logits_fn: Callable, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 1.0,
-           top_k: int = 0, seed: int = 0, max_len: int | None = None) -> list[int]:
-  """Autoregressive sampling from a causal model; returns the new tokens.
-
-  `logits_fn(tokens)` maps int32 (1, T) tokens to (1, T, V) logits in which
-  position t depends on tokens[:t + 1] only. Each step runs the model on a
-  fixed-width window (the prompt plus the tokens so far, the last `max_len` of
-  them when longer, zero-padded on the right) and reads the logits at the last
-  real position, so one compilation serves every step. temperature <= 0 is
-  greedy; top_k > 0 samples among the k most likely tokens only; `seed` makes
-  the draw reproducible.
-  """
-  tokens = [int(t) for t in prompt]
-  if not tokens:
-    raise UserError("empty prompt: give at least one character of text to continue")
-  if max_new_tokens < 0:
-    raise UserError(f"--max_new_tokens={max_new_tokens} must be >= 0")
-  width = len(tokens) + max_new_tokens
-  if max_len:
-    width = min(width, int(max_len))
-  next_token = _next_token_fn(logits_fn, float(temperature), int(top_k))
-  rng = jax.random.PRNGKey(seed)
-  new = []
-  for i in range(max_new_tokens):
-    context = tokens[-width:]
-    window = np.zeros((1, width), np.int32)
-    window[0, :len(context)] = context
-    token = int(next_token(window, np.int32(len(context)), jax.random.fold_in(rng, i)))
-    tokens.append(token)
-    new.append(token)
-  return new
-
-
-@functools.lru_cache(maxsize=8)
-def _next_token_fn(logits_fn: Callable, temperature: float, top_k: int) -> Callable:
-  """jit(next_token(window, length, key)): compiled once per window width (and reused
-  across calls with the same logits_fn, temperature and top_k)."""
-
-  @jax.jit
-  def next_token(window, length, key):
-    logits = logits_fn(window)[0, length - 1].astype(jnp.float32)
-    if temperature <= 0:
-      return jnp.argmax(logits)
-    logits = logits / temperature
-    if 0 < top_k < logits.shape[-1]:
-      kth = jax.lax.top_k(logits, top_k)[0][-1]
-      logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.random.categorical(key, logits)
-
-  return next_token
-
-
-class ByteCodec:
-  """UTF-8 bytes as tokens 0..255 (the default for byte-level language models)."""
-
-  def encode(self, text: str) -> list[int]:
-    return list(text.encode("utf-8"))
-
-  def decode(self, tokens: Sequence[int]) -> str:
-    return bytes(int(t) % 256 for t in tokens).decode("utf-8", errors="replace")
-
-
 # ---------------------------------------------------------------- the predictor
 
-class Predictor:
-  """A trained model with its preprocessing, ready for new raw inputs."""
+class Predictor(predict_inputs.InputFiles):
+  """A trained model with its preprocessing, ready for new raw inputs (read from files
+  by the methods of `predict_inputs.InputFiles`)."""
 
   def __init__(self, workdir, config, record, info, dataset, experiment, model, variables, step,
                batch_size: int):
@@ -224,19 +157,6 @@ class Predictor:
     apply, variables = self.apply_fn(host_transform, model), self.variables
     return lambda x: apply(variables, x)
 
-  def check_batch(self, batch, source: str = "batch") -> np.ndarray:
-    """`batch` as a (N, *input_shape) array of the input dtype, or a UserError."""
-    x = np.asarray(batch)
-    shape = self.input_shape
-    if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
-      pass
-    elif len(shape) == 3 and shape[-1] == 1 and x.shape[1:] == shape[:-1]:
-      x = x[..., None]  # grayscale without a channel axis
-    else:
-      raise UserError(f"{source}: shape {x.shape} does not fit the model's input: expected "
-                      f"(N, {', '.join(map(str, shape))}){_channel_hint(x.shape[1:], shape)}")
-    return _cast(x, self.input_dtype, source)
-
   def predict(self, batch, batch_size: int | None = None) -> np.ndarray:
     """Probabilities (N, num_classes) of a batch of raw inputs shaped like the dataset's examples."""
     x = self.check_batch(batch)
@@ -254,68 +174,7 @@ class Predictor:
       out.append(np.asarray(self._apply(self.variables, part))[:real])
     return np.concatenate(out)
 
-  # -- files
-  def load_file(self, path: str) -> np.ndarray:
-    """The raw examples in one input file, as (n, *input_shape)."""
-    ext = os.path.splitext(path)[1].lower()
-    if not os.path.isfile(path):
-      raise UserError(f"{path}: no such file")
-    if ext in ARRAY_EXTENSIONS:
-      try:
-        x = np.load(path, allow_pickle=False)
-      except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable .npy array ({e})") from e
-      shape = self.input_shape
-      grayscale = len(shape) == 3 and shape[-1] == 1
-      if x.ndim == len(shape) or (grayscale and x.shape == shape[:-1]):
-        x = x[None]  # one example (wrong sizes are reported against the input shape)
-      return self.check_batch(x, path)
-    if ext in TABLE_EXTENSIONS:
-      if len(self.input_shape) != 1:
-        raise UserError(f"{path}: a table of numbers fits 1-D feature inputs only; this model takes "
-                        f"{self.input_shape} {self.input_dtype.name} examples (give an image or .npy)")
-      try:
-        x = np.loadtxt(path, delimiter="\t" if ext == ".tsv" else ",", ndmin=2, dtype=np.float64)
-      except ValueError as e:
-        raise UserError(f"{path}: expected rows of {self.input_shape[0]} comma-separated numbers ({e})") from e
-      return self.check_batch(x, path)
-    if ext in IMAGE_EXTENSIONS or ext == "":
-      return self.load_image(path)[None]
-    raise UserError(f"{path}: unknown input type {ext!r}; give an image "
-                    f"({', '.join(IMAGE_EXTENSIONS[:3])}), .npy or .csv file")
-
-  def load_image(self, path: str) -> np.ndarray:
-    """One image file as the dataset's (H, W, C) uint8, converted and resized as needed."""
-    shape = self.input_shape
-    channels = shape[-1] if len(shape) == 3 else (1 if len(shape) == 2 else None)
-    if channels not in _IMAGE_MODES or self.input_dtype != np.uint8:
-      raise UserError(f"{path}: this model takes {shape} {self.input_dtype.name} inputs, not images; "
-                      "give a .npy or .csv file")
-    from PIL import Image, UnidentifiedImageError
-    try:
-      with Image.open(path) as img:
-        img.load()
-        img = img.convert(_IMAGE_MODES[channels])
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-      raise UserError(f"{path}: cannot decode as an image ({type(e).__name__}); give a PNG or JPEG "
-                      f"file") from e
-    height, width = shape[0], shape[1]
-    if img.size != (width, height):
-      img = img.resize((width, height), Image.BILINEAR)
-    x = np.asarray(img, np.uint8)
-    return x[..., None] if x.ndim == 2 and len(shape) == 3 else x
-
-  def load_inputs(self, paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """(names, batch) of every example in `paths`; a file of n examples gives names file[i]."""
-    names, parts = [], []
-    for path in expand_inputs(paths):
-      x = self.load_file(path)
-      parts.append(x)
-      names.extend([path] if len(x) == 1 else [f"{path}[{i}]" for i in range(len(x))])
-    if not parts:
-      raise UserError("no inputs: give image, .npy or .csv files (or directories of them)")
-    return names, np.concatenate(parts)
-
+  # -- files (read by the InputFiles methods)
   def describe(self, names: Sequence[str], probs: np.ndarray, top_k: int = 3,
                threshold: float = 0.5) -> list[dict]:
     """One dict per example: the prediction, the top-k labels and probabilities
@@ -353,7 +212,7 @@ class Predictor:
           getattr(owner, "decode", None)):
         return owner
     if self.info.num_classes >= 256 or int(getattr(self.model, "vocab_size", 0)) >= 256:
-      return ByteCodec()
+      return sampling.ByteCodec()
     raise UserError(f"dataset {self.info.name!r} defines no encode/decode for text and its vocabulary "
                     f"({self.info.num_classes}) is smaller than bytes")
 
@@ -376,44 +235,9 @@ class Predictor:
     # The window never exceeds the length the model was trained on (learned positions
     # cannot go further; rotary ones were not trained to).
     max_len = getattr(self.model, "max_len", None) or (self.info.input_shape or (None,))[0]
-    new = sample(self.logits_fn(), codec.encode(prompt), max_new_tokens, temperature=temperature,
-                 top_k=top_k, seed=seed, max_len=max_len)
+    new = sampling.sample(self.logits_fn(), codec.encode(prompt), max_new_tokens,
+                          temperature=temperature, top_k=top_k, seed=seed, max_len=max_len)
     return codec.decode(new)
-
-
-def _channel_hint(got: tuple, want: tuple) -> str:
-  if len(got) == len(want) and got[:-1] == want[:-1] and got[-1] != want[-1]:
-    return f" ({got[-1]} channels where the model takes {want[-1]})"
-  return ""
-
-
-def _cast(x: np.ndarray, dtype: np.dtype, source: str) -> np.ndarray:
-  if x.dtype == dtype:
-    return x
-  if np.issubdtype(dtype, np.integer):
-    info = np.iinfo(dtype)
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-      raise UserError(f"{source}: dtype {x.dtype} where the model takes {dtype.name}")
-    if x.size and (np.any(x != np.round(x)) or x.min() < info.min or x.max() > info.max):
-      raise UserError(f"{source}: values must be integers in [{info.min}, {info.max}] "
-                      f"({dtype.name}), got {x.dtype} in [{x.min()}, {x.max()}]")
-    return x.astype(dtype)
-  if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-    raise UserError(f"{source}: dtype {x.dtype} where the model takes {dtype.name}")
-  return x.astype(dtype)
-
-
-def expand_inputs(paths: Sequence[str]) -> list[str]:
-  """Files as given; directories as their input files, sorted."""
-  out = []
-  known = IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + TABLE_EXTENSIONS
-  for path in paths:
-    if os.path.isdir(path):
-      out.extend(sorted(os.path.join(path, f) for f in os.listdir(path)
-                        if os.path.splitext(f)[1].lower() in known))
-    else:
-      out.append(path)
-  return out
 
 
 def restore_variables(workdir, config, record, info, checkpoint="latest"):

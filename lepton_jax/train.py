@@ -10,11 +10,12 @@ import math
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
 from lepton_jax import checkpointing, config_lib, mesh as mesh_lib, optimizers, registry
-from lepton_jax import perf, sharding, steps, train_state
+from lepton_jax import init_from, perf, sharding, steps, train_state
 from lepton_jax.data import ops, pipeline
 from lepton_jax.data.augment import resolve_dataset_statistics
 from lepton_jax.errors import UserError
@@ -73,9 +74,8 @@ class Run:
       self.total_steps = int(config.num_train_steps)
     else:
       self.total_steps = max(1, math.ceil(config.num_epochs * self.steps_per_epoch))
-    self.eval_every = config.eval_every_steps if config.eval_every_steps > 0 else self.steps_per_epoch
-    self.checkpoint_every = (config.checkpoint_every_steps if config.checkpoint_every_steps > 0
-                             else self.steps_per_epoch)
+    self.eval_every = self._every(config.eval_every_steps, "eval_every_steps")
+    self.checkpoint_every = self._every(config.checkpoint_every_steps, "checkpoint_every_steps")
     self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
 
     # ------------------------------------------------------ model and state
@@ -95,9 +95,11 @@ class Run:
         self.abstract_state, self.mesh, config.sharding.rules, config.sharding.strict)
     self.init_state = jax.jit(init_fn, out_shardings=self.state_shardings)
     replicated = mesh_lib.replicated(self.mesh)
-    self.train_step = jax.jit(
-        steps.make_train_step(self.model, self.experiment, self.tx, self.schedule, self.preprocess,
-                              augment, self.info.input_key, accumulation, config.ema_decay),
+    self.train_step_fn = steps.make_train_step(
+        self.model, self.experiment, self.tx, self.schedule, self.preprocess, augment,
+        self.info.input_key, accumulation, config.ema_decay)
+    self.train_step = jax.jit(  # (state, batch); the loop may feed it from on-device data
+        self.train_step_fn,
         in_shardings=(self.state_shardings, self.batch_sharding),
         out_shardings=(self.state_shardings, replicated),
         donate_argnums=0)
@@ -105,7 +107,60 @@ class Run:
         steps.make_eval_step(self.model, self.experiment, self.preprocess, self.info.input_key),
         in_shardings=(self.state_shardings, self.batch_sharding), out_shardings=replicated)
     self.add_stats = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + y, a, b))
+    self._stack = jax.jit(lambda rows: jax.tree.map(lambda *xs: jnp.stack(xs), *rows))
     self.last_eval = None  # (split, step, stats) of the latest evaluation, reused by the report
+
+  def _every(self, value: int, key: str) -> int:
+    """An `*_every_steps` knob in steps: -1 once per epoch, 0 only at the end."""
+    if value == -1:
+      return self.steps_per_epoch
+    if value == 0:
+      return self.total_steps
+    if value < 0:
+      raise UserError(f"{key}={value} is not a step count; use N > 0, -1 (once per epoch) or 0 "
+                      "(only at the end)")
+    return int(value)
+
+  def metrics_to_host(self, history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """`history` with its on-device metrics fetched: one copy per metric name, not one per step
+    and name (at 100 steps a log, per-step copies cost small models ~1.5% of their throughput)."""
+    pending = [i for i, (_, m) in enumerate(history)
+               if any(isinstance(v, jax.Array) for v in m.values())]
+    if not pending:
+      return history
+    stacked = jax.device_get(self._stack([history[i][1] for i in pending]))
+    fetched = list(history)
+    for row, i in enumerate(pending):
+      fetched[i] = (history[i][0], {k: v[row] for k, v in stacked.items()})
+    return fetched
+
+  def on_device_data(self) -> bool:
+    """Whether the train split is small enough to live on the devices (single process only)."""
+    budget = self.config.data.on_device_max_mb * 2**20
+    return jax.process_count() == 1 and 0 < self.train_data.nbytes() <= budget
+
+  def train_feed(self, start_step: int):
+    """(feed, jitted step, abstract feed args) for training from `start_step`; close the feed."""
+    if not self.on_device_data():
+      feed = pipeline.HostFeed(self.train_data, start_step, self.global_batch,
+                               self.config.data.prefetch)
+      return feed, self.train_step, (self.abstract_batch(),)
+    replicated = mesh_lib.replicated(self.mesh)
+    batch_sharding = self.batch_sharding
+    step_fn = self.train_step_fn
+
+    def on_device_step(state, arrays, epoch_rows):
+      batch = pipeline.gather_batch(arrays, epoch_rows, state.step)
+      return step_fn(state, jax.lax.with_sharding_constraint(batch, batch_sharding))
+
+    step = jax.jit(on_device_step, in_shardings=(self.state_shardings, replicated, replicated),
+                   out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    feed = pipeline.OnDeviceFeed(self.train_data, start_step, replicated)
+    rows_shape = (self.steps_per_epoch, self.config.batch_size)
+    abstract = (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                             feed.arrays),
+                jax.ShapeDtypeStruct(rows_shape, np.int32, sharding=replicated))
+    return feed, step, abstract
 
   def global_batch(self, batch):
     return pipeline.make_global(batch, self.batch_sharding)
@@ -151,12 +206,14 @@ class Run:
     }
 
 
-def first_nonfinite(history: list[tuple[int, dict]]):
+def raise_if_diverged(history: list[tuple[int, dict]]) -> None:
+  """The NaN guard: stops the run at the first non-finite loss or gradient norm."""
   for step, metrics in history:
     for name in ("loss", "grad_norm"):
       if name in metrics and not np.isfinite(metrics[name]):
-        return step, name, metrics[name]
-  return None
+        raise TrainingDiverged(f"training diverged: {name} is {metrics[name]} at step {step}; "
+                               "the last good checkpoint is kept; lower the learning rate or "
+                               "clip gradients (optimizer.grad_clip_norm)")
 
 
 def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) -> dict:
@@ -188,41 +245,43 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
   else:
     state = run.init_state(run.init_rng)
     if config.init_from:
-      state, report = checkpointing.load_init_from(config.init_from, config.init_from_params,
+      state, report = init_from.load_init_from(config.init_from, config.init_from_params,
                                                    abstract, state)
       progress.print(report)
   start_step = int(jax.device_get(state.step))
   writer.truncate_after(start_step)
 
   # ---------------------------------------------------------------- compile
-  t0 = time.perf_counter()
-  train_step = run.train_step.lower(abstract, run.abstract_batch()).compile()
-  compile_seconds = time.perf_counter() - t0
-  flops = perf.step_flops(train_step)
   device = run.mesh.devices.flat[0]
-  peak, peak_source = perf.peak_flops(device, config.perf.peak_flops)
-  progress.print(f"train step compiled in {compile_seconds:.1f}s; "
-                 f"{(flops or 0) / 1e9:.3g} GFLOPs/step/device; peak {peak / 1e12:.3g} TFLOP/s "
-                 f"per device ({peak_source})")
+  feed, train_step, compile_seconds, flops, peak = None, None, 0.0, None, None
+  if start_step < run.total_steps:  # an already complete run only evaluates
+    feed, step_fn, abstract_feed_args = run.train_feed(start_step)
+    t0 = time.perf_counter()
+    train_step = step_fn.lower(abstract, *abstract_feed_args).compile()
+    compile_seconds = time.perf_counter() - t0
+    flops = perf.step_flops(train_step)
+    peak, peak_source = perf.peak_flops(device, config.perf.peak_flops)
+    progress.print(f"train step compiled in {compile_seconds:.1f}s; "
+                   f"{(flops or 0) / 1e9:.3g} GFLOPs/step/device; peak {peak / 1e12:.3g} "
+                   f"TFLOP/s per device ({peak_source})")
   profiler = perf.Profiler(workdir, config.perf.profile_start_step, config.perf.profile_num_steps,
                            enabled=run.is_primary)
   tokens_per_example = getattr(run.experiment, "tokens_per_example", None)
 
   # ---------------------------------------------------------------- train
-  batches = pipeline.prefetch(run.train_data.batches(start_step), run.global_batch,
-                              config.data.prefetch)
   # metrics since the last log (a checkpoint taken between logs carries those of its steps)
   history = checkpointing.history_from_json(resumed_meta.get("pending_train_metrics"))
   last_log_time, last_log_step, input_wait = time.perf_counter(), start_step, 0.0
+  eval_seconds = 0.0  # evaluation time inside the current log interval: not training time
   final_metrics: dict = dict(resumed_meta.get("metrics") or {})
   try:
     for step in range(start_step + 1, run.total_steps + 1):
       t_wait = time.perf_counter()
-      batch = next(batches)
+      feed_args = feed.next_args()
       input_wait += time.perf_counter() - t_wait
       profiler.before_step(step)
       with jax.transfer_guard("disallow"):
-        state, metrics = train_step(state, batch)
+        state, metrics = train_step(state, *feed_args)
       profiler.after_step(step, state)
       history.append((step, metrics))
 
@@ -231,13 +290,9 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
       stop = checkpointing.should_stop(step, stop_requested,
                                        exchange=must_save or step % config.log_every_steps == 0)
       if is_last or must_save or step % config.log_every_steps == 0:
-        history = [(s, jax.device_get(m)) for s, m in history]
-        bad = first_nonfinite(history)
-        if bad:
-          raise TrainingDiverged(f"training diverged: {bad[1]} is {bad[2]} at step {bad[0]}; "
-                                 "the last good checkpoint is kept; lower the learning rate or "
-                                 "clip gradients (optimizer.grad_clip_norm)")
-        elapsed = time.perf_counter() - last_log_time
+        history = run.metrics_to_host(history)
+        raise_if_diverged(history)
+        elapsed = time.perf_counter() - last_log_time - eval_seconds
         n = step - last_log_step
         means = {k: float(np.mean([m[k] for _, m in history])) for k in history[-1][1]}
         means.update(examples_per_sec=n * config.batch_size / elapsed,
@@ -258,19 +313,18 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
             "wait": f"{100 * means['input_wait_fraction']:.0f}%",
             **({"MFU": f"{100 * means['mfu']:.1f}%"} if "mfu" in means else {})}, elapsed / n)
         history, last_log_time, last_log_step, input_wait = [], time.perf_counter(), step, 0.0
+        eval_seconds = 0.0
 
       if is_last or step % run.eval_every == 0:
+        t_eval = time.perf_counter()
         final_metrics = run.evaluate(state)
+        eval_seconds += time.perf_counter() - t_eval
         writer.write(step, config.eval.split, final_metrics)
         progress.print(f"eval {config.eval.split} at step {step}: " +
                        ", ".join(f"{k} {v:.4f}" for k, v in final_metrics.items()))
       if must_save or stop:
-        history = [(s, jax.device_get(m)) for s, m in history]  # steps not logged yet (a stop)
-        bad = first_nonfinite(history)
-        if bad:
-          raise TrainingDiverged(f"training diverged: {bad[1]} is {bad[2]} at step {bad[0]}; "
-                                 "the last good checkpoint is kept; lower the learning rate or "
-                                 "clip gradients (optimizer.grad_clip_norm)")
+        history = run.metrics_to_host(history)  # steps not logged yet (a stop)
+        raise_if_diverged(history)
         evaluated = is_last or step % run.eval_every == 0
         checkpointer.save(step, state, meta={
             "metrics": final_metrics,
@@ -288,7 +342,8 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
                      ", ".join(f"{k} {v:.4f}" for k, v in final_metrics.items()))
   finally:
     profiler.close()
-    batches.close()
+    if feed is not None:
+      feed.close()
     checkpointer.close()
     writer.close()
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import checkpoint_testlib as lib
-from lepton_jax import checkpointing, main, train
+from lepton_jax import checkpointing, init_from, main, train
 from lepton_jax.errors import UserError
 from lepton_jax.train_state import TrainState
 
@@ -204,7 +204,7 @@ def test_init_from_loads_the_matching_params_and_initialises_the_rest(trained, d
   run = _run(config)
   abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
   fresh = run.init_state(run.init_rng)
-  state, report = checkpointing.load_init_from(trained, "^params/(?!head/)", abstract, fresh)
+  state, report = init_from.load_init_from(trained, "^params/(?!head/)", abstract, fresh)
   _, source = lib.read_state(trained)
   for name in ("conv_0", "dense_0"):
     for leaf in ("kernel", "bias"):
@@ -222,14 +222,14 @@ def test_init_from_loads_the_matching_params_and_initialises_the_rest(trained, d
   assert [r["step"] for r in lib.metric_rows(workdir) if r["split"] == "train"] == [5]
   # A step dir works too.
   step_dir = os.path.join(trained, "checkpoints", "10")
-  state, report = checkpointing.load_init_from(step_dir, ".*", abstract, fresh)
+  state, report = init_from.load_init_from(step_dir, ".*", abstract, fresh)
   assert "loaded 6 of 6" in report
 
 
 def test_init_from_errors_are_clear(trained, data_dir, tmp_path):
   run = _run(lib.tiny_config(data_dir))
   abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
-  load = lambda path, regex=".*", a=abstract: checkpointing.load_init_from(path, regex, a, None)
+  load = lambda path, regex=".*", a=abstract: init_from.load_init_from(path, regex, a, None)
   with pytest.raises(UserError, match="does not exist"):
     load(str(tmp_path / "nowhere"))
   incomplete = tmp_path / "incomplete"

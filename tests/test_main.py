@@ -49,6 +49,8 @@ def test_list_prints_every_registered_name(capsys):
     ("--config.batch_size=big", ["--config.batch_size='big': expected an integer"]),
     ("--config.data.preprocess=blur", ["unknown op 'blur'"]),
     ("--config.model.widht=3", ["unknown config key 'model.widht'"]),
+    ("--config.eval_every_steps=-5", ["eval_every_steps=-5 is not a step count",
+                                      "-1 (once per epoch) or 0 (only at the end)"]),
 ])
 def test_bad_config_values(override, fragments, capsys, tmp_path, data_dir):
   code, _, err = run_cli(["--config", QUICKSTART, "--workdir", str(tmp_path),

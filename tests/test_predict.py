@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lepton_jax import config_lib, predict, train
+from lepton_jax import config_lib, predict, sampling, train
 from lepton_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,11 +203,11 @@ def naive_greedy(logits_fn, prompt, n, max_len=None):
 
 
 def test_sample_greedy_counting_and_window():
-  assert predict.sample(counting_logits, [3], 6, temperature=0) == [4, 5, 6, 7, 8, 9]
+  assert sampling.sample(counting_logits, [3], 6, temperature=0) == [4, 5, 6, 7, 8, 9]
   # The window slides past max_len; top_k=1 is greedy whatever the temperature.
-  assert predict.sample(counting_logits, [9, 10], 5, temperature=2.0, top_k=1, max_len=4) == [0, 1, 2, 3, 4]
+  assert sampling.sample(counting_logits, [9, 10], 5, temperature=2.0, top_k=1, max_len=4) == [0, 1, 2, 3, 4]
   with pytest.raises(UserError, match="empty prompt"):
-    predict.sample(counting_logits, [], 3)
+    sampling.sample(counting_logits, [], 3)
 
 
 def test_sample_tiny_causal_model_matches_naive_decoding():
@@ -216,15 +216,15 @@ def test_sample_tiny_causal_model_matches_naive_decoding():
   fn = jax.jit(lambda t: model.apply(params, t))  # one compilation per length (naive decoding)
   prompt = [1, 2, 3]
   # Padding on the right never changes the logits read at the last real position.
-  assert predict.sample(fn, prompt, 6, temperature=0) == naive_greedy(fn, prompt, 6)
-  assert predict.sample(fn, prompt, 6, temperature=0, max_len=5) == naive_greedy(fn, prompt, 6, 5)
-  a = predict.sample(fn, prompt, 20, temperature=1.0, seed=1)
-  assert a == predict.sample(fn, prompt, 20, temperature=1.0, seed=1)  # reproducible
-  assert a != predict.sample(fn, prompt, 20, temperature=1.0, seed=2)
+  assert sampling.sample(fn, prompt, 6, temperature=0) == naive_greedy(fn, prompt, 6)
+  assert sampling.sample(fn, prompt, 6, temperature=0, max_len=5) == naive_greedy(fn, prompt, 6, 5)
+  a = sampling.sample(fn, prompt, 20, temperature=1.0, seed=1)
+  assert a == sampling.sample(fn, prompt, 20, temperature=1.0, seed=1)  # reproducible
+  assert a != sampling.sample(fn, prompt, 20, temperature=1.0, seed=2)
   assert all(0 <= t < V for t in a)
   # top_k=2: every sampled token is one of the two most likely at its step.
   tokens = list(prompt)
-  for t in predict.sample(fn, prompt, 6, temperature=5.0, top_k=2, seed=3):
+  for t in sampling.sample(fn, prompt, 6, temperature=5.0, top_k=2, seed=3):
     logits = np.asarray(fn(jnp.asarray([tokens], jnp.int32))[0, -1])
     assert t in np.argsort(-logits)[:2]
     tokens.append(t)

@@ -60,7 +60,9 @@ def test_rerunning_a_complete_run_returns_its_final_eval(reference, data_dir, ca
   metrics = train.train_and_evaluate(config, ref_dir, devices=jax.devices()[:1])
   assert metrics == ref_metrics
   assert lib.metric_rows(ref_dir) == rows  # nothing logged twice
-  assert "eval test at step 30" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "eval test at step 30" in out
+  assert "train step compiled" not in out  # nothing left to train: no compile either
 
 
 def test_restore_onto_other_meshes_gives_the_same_eval(data_dir, tmp_path):

@@ -60,3 +60,30 @@ def test_eval_counts_every_test_example(quick_config, tmp_path):
   state = run.init_state(run.init_rng)
   metrics = run.evaluate(state)  # raises if the example count is not 360
   assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_on_device_and_host_fed_training_are_identical(quick_config, tmp_path):
+  """Keeping the split on the devices changes where batches are assembled, not which."""
+  losses = {}
+  for on_device_max_mb in (256, 0):
+    config = quick_config.copy_and_resolve_references()
+    config_lib.apply_overrides(config, [("data.on_device_max_mb", str(on_device_max_mb)),
+                                        ("log_every_steps", "1"), ("mesh.data", "2")])
+    workdir = str(tmp_path / str(on_device_max_mb))
+    run = train.Run(config, workdir, devices=jax.devices()[:2])
+    assert run.on_device_data() == bool(on_device_max_mb)
+    train.train_and_evaluate(config, workdir, devices=jax.devices()[:2])
+    losses[on_device_max_mb] = [r["loss"] for r in metric_writers.read_metrics(workdir)
+                                if r["split"] == "train"]
+  assert len(losses[0]) == 40
+  assert losses[256] == losses[0]
+
+
+def test_zero_eval_and_checkpoint_intervals_mean_only_at_the_end(quick_config, tmp_path):
+  config = quick_config.copy_and_resolve_references()
+  config_lib.apply_overrides(config, [("eval_every_steps", "0"), ("checkpoint_every_steps", "0")])
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  evals = [r["step"] for r in metric_writers.read_metrics(str(workdir)) if r["split"] == "test"]
+  assert evals == [40]
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["40"]

@@ -179,22 +179,7 @@ class Cifar10(base.Dataset):
   """CIFAR-10 50,000 train / 10,000 test 32x32 colour images (tfds; offline via data.manual_dir)."""
 
   def builder(self):
-    data_dir = tfds_source.data_dir(self.config)
-    manual_dir = self.config.get("manual_dir")
-    if manual_dir:
-      manual_dir = os.path.expanduser(str(manual_dir))
-      if not os.path.isdir(manual_dir):
-        raise UserError(f"data.manual_dir {manual_dir!r} is not a directory; point it at the "
-                        f"folder holding {ARCHIVE}")
-      builder = Cifar10FromPython(data_dir=data_dir)
-      if not builder.is_prepared():
-        builder.manual_dir = manual_dir
-        builder.verify_checksums = bool(self.config.get("verify_checksums", True))
-        tfds_source.prepare(builder)
-    else:
-      builder = tfds.builder("cifar10", data_dir=data_dir)
-      tfds_source.prepare(builder)
-    return builder
+    return tfds_source.offline_or_download(self.config, "cifar10", Cifar10FromPython, ARCHIVE)
 
   def info(self):
     info = base.image_info("cifar10", self.builder(), "32x32x3 uint8 RGB, 0-255")

@@ -88,22 +88,8 @@ class Mnist(base.Dataset):
   """MNIST 60,000 train / 10,000 test 28x28 digits (tfds; offline via data.manual_dir)."""
 
   def builder(self):
-    data_dir = tfds_source.data_dir(self.config)
-    manual_dir = self.config.get("manual_dir")
-    if manual_dir:
-      manual_dir = os.path.expanduser(str(manual_dir))
-      if not os.path.isdir(manual_dir):
-        raise UserError(f"data.manual_dir {manual_dir!r} is not a directory; point it at the "
-                        "folder holding the MNIST IDX files")
-      builder = MnistFromIdx(data_dir=data_dir)
-      if not builder.is_prepared():
-        builder.manual_dir = manual_dir
-        builder.verify_checksums = bool(self.config.get("verify_checksums", True))
-        tfds_source.prepare(builder)
-      return builder
-    builder = tfds.builder("mnist", data_dir=data_dir)
-    tfds_source.prepare(builder)
-    return builder
+    return tfds_source.offline_or_download(self.config, "mnist", MnistFromIdx,
+                                           "the MNIST IDX files")
 
   def info(self):
     return base.image_info("mnist", self.builder(), "28x28x1 uint8 grayscale, 0-255")

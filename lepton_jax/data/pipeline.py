@@ -19,6 +19,7 @@ import threading
 from typing import Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lepton_jax.data import base, tfds_source
@@ -92,6 +93,73 @@ class TrainData:
     while True:
       yield self.batch(step)
       step += 1
+
+  def local_arrays(self) -> dict[str, np.ndarray]:
+    """This process's shards, concatenated in shard order (what `epoch_rows` indexes)."""
+    parts = list(self.shards.values())
+    return {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+            for k in parts[0]}
+
+  def epoch_rows(self, epoch: int) -> np.ndarray:
+    """[steps_per_epoch, local batch] rows of `local_arrays()` making each batch of `epoch`:
+    `local_arrays()[k][epoch_rows(e)[p]] == batch(e * steps_per_epoch + p)[k]`."""
+    parts, offset = [], 0
+    for shard, arrays in self.shards.items():
+      used = self._permutation(shard, epoch)[:self.steps_per_epoch * self.shard_batch]
+      parts.append(used.reshape(self.steps_per_epoch, self.shard_batch) + offset)
+      offset += len(next(iter(arrays.values())))
+    return np.concatenate(parts, axis=1).astype(np.int32)
+
+  def nbytes(self) -> int:
+    return sum(v.nbytes for arrays in self.shards.values() for v in arrays.values())
+
+
+class HostFeed:
+  """Feeds `step(state, batch)` with batches assembled on the host and prefetched to devices."""
+
+  def __init__(self, data: TrainData, start_step: int, to_device: Callable, size: int):
+    self._batches = prefetch(data.batches(start_step), to_device, size)
+
+  def next_args(self) -> tuple:
+    return (next(self._batches),)
+
+  def close(self) -> None:
+    self._batches.close()
+
+
+class OnDeviceFeed:
+  """Feeds `step(state, arrays, epoch_rows)`: the split lives on the devices and the step
+  gathers its own batch (`gather_batch`), exactly TrainData's batch for `state.step`.
+
+  The split goes to every device once and each epoch's row order once per epoch, so nothing is
+  assembled or copied per step: for small datasets that host work, not the step, limits
+  throughput. One process only: across hosts each process feeds its own rows (HostFeed).
+  """
+
+  def __init__(self, data: TrainData, start_step: int, replicated: jax.sharding.Sharding):
+    self.data = data
+    self.replicated = replicated
+    self.arrays = jax.device_put(data.local_arrays(), replicated)
+    self._step = start_step
+    self._rows_epoch, self._rows = None, None
+
+  def next_args(self) -> tuple:
+    epoch = self._step // self.data.steps_per_epoch
+    if epoch != self._rows_epoch:
+      self._rows = jax.device_put(self.data.epoch_rows(epoch), self.replicated)
+      self._rows_epoch = epoch
+    self._step += 1
+    return self.arrays, self._rows
+
+  def close(self) -> None:
+    self.arrays = self._rows = None
+
+
+def gather_batch(arrays: dict, epoch_rows: jax.Array, step: jax.Array) -> dict:
+  """Inside a jitted step: batch number `step` from on-device `arrays` (see OnDeviceFeed)."""
+  position = (step % epoch_rows.shape[0]).astype(jnp.int32)
+  rows = jax.lax.dynamic_index_in_dim(epoch_rows, position, keepdims=False)
+  return {k: jnp.take(v, rows, axis=0, mode="clip") for k, v in arrays.items()}
 
 
 class EvalData:

@@ -75,6 +75,33 @@ def prepare(builder, download_config=None) -> None:
                     "(offline? give the original files with --config.data.manual_dir)") from e
 
 
+def offline_or_download(data_config, name: str, offline_builder_cls, what_manual_dir_holds: str):
+  """The tfds builder of dataset `name`, prepared.
+
+  With `data.manual_dir` set, `offline_builder_cls` (a subclass of tfds' own builder that writes
+  the same dataset from the original files) prepares it once from that folder, without a network;
+  otherwise tfds' builder downloads as usual. Both write the same name and version under
+  `data.data_dir`, so data prepared either way is found by both.
+  """
+  import tensorflow_datasets as tfds
+  directory = data_dir(data_config)
+  manual_dir = data_config.get("manual_dir")
+  if not manual_dir:
+    builder = tfds.builder(name, data_dir=directory)
+    prepare(builder)
+    return builder
+  manual_dir = os.path.expanduser(str(manual_dir))
+  if not os.path.isdir(manual_dir):
+    raise UserError(f"data.manual_dir {manual_dir!r} is not a directory; point it at the "
+                    f"folder holding {what_manual_dir_holds}")
+  builder = offline_builder_cls(data_dir=directory)
+  if not builder.is_prepared():
+    builder.manual_dir = manual_dir
+    builder.verify_checksums = bool(data_config.get("verify_checksums", True))
+    prepare(builder)
+  return builder
+
+
 def read_split(builder, split: str, shard_index: int = 0, num_shards: int = 1,
                transform: Callable[[dict], dict] | None = None) -> dict[str, np.ndarray]:
   """Decoded arrays of shard `shard_index` of `num_shards` of `split`.

@@ -88,3 +88,24 @@ def test_prefetch_propagates_errors_and_stops():
   next(it)
   with pytest.raises(ValueError, match="boom"):
     next(it)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_on_device_feed_gathers_exactly_the_host_batches(num_shards):
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec
+  layout = pipeline.ShardLayout.create(num_shards, 0, 1)
+  data = pipeline.TrainData(ArrayDataset(101), "train", 12, seed=5, layout=layout)
+  assert data.steps_per_epoch == 8  # 101 rows in 3 shards of >= 33: 8 batches of 4 per shard
+  mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4])
+  feed = pipeline.OnDeviceFeed(data, start_step=5, replicated=NamedSharding(mesh, PartitionSpec()))
+  gather = jax.jit(pipeline.gather_batch,
+                   out_shardings=NamedSharding(mesh, PartitionSpec("data")))
+  for step in range(5, 21):  # across two epoch boundaries, as a resumed run would
+    arrays, rows = feed.next_args()
+    got = gather(arrays, rows, np.int32(step))
+    want = data.batch(step)
+    assert set(got) == set(want)
+    for key in want:
+      np.testing.assert_array_equal(np.asarray(got[key]), want[key])
+  feed.close()
