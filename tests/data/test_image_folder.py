@@ -112,6 +112,8 @@ def test_bad_folders_are_one_line_user_errors(tmp_path):
 @pytest.fixture(scope="module")
 def mnist_png_folder(tmp_path_factory):
   """3,000 MNIST test digits as 28x28 PNG files in one folder per class."""
+  if not os.path.isdir(MNIST_DIR):
+    pytest.skip(f"needs the MNIST IDX files in {MNIST_DIR}")
   images = mnist.read_idx(os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"), (10000, 28, 28), None)
   labels = mnist.read_idx(os.path.join(MNIST_DIR, "t10k-labels-idx1-ubyte.gz"), (10000,), None)
   root = tmp_path_factory.mktemp("mnist_png")
