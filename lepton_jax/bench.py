@@ -105,6 +105,7 @@ def main(argv: list[str]) -> int:
   results, step_times, loop_times, waits = {}, [], [], []
   with tempfile.TemporaryDirectory() as workdir:
     run = train.Run(config, workdir)
+    on_device = run.on_device_data()
     print(f"{config.model.name} on {run.info.name}, global batch {batch}, "
           f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of "
           f"{args.rounds} rounds x {args.repeats} intervals x {args.steps} steps")
@@ -124,6 +125,10 @@ def main(argv: list[str]) -> int:
     results["loop"] = statistics.median(loop_times)
   wait = statistics.median(waits) if waits else None
   for name, seconds in results.items():
+    if name == "input" and on_device:
+      print(f"input  {seconds * 1000:8.2f} ms/step  (the split is on the devices; the step gathers "
+            "its batch)")
+      continue
     print(f"{name:<6} {seconds * 1000:8.2f} ms/step  {batch / seconds:10,.0f} examples/s")
   if wait is not None:
     print(f"loop input wait: {100 * wait:.1f}% of step time")

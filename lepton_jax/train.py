@@ -246,7 +246,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) 
     state = run.init_state(run.init_rng)
     if config.init_from:
       state, report = init_from.load_init_from(config.init_from, config.init_from_params,
-                                                   abstract, state)
+                                               abstract, state)
       progress.print(report)
   start_step = int(jax.device_get(state.step))
   writer.truncate_after(start_step)

@@ -4,6 +4,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from lepton_jax import config_lib, metric_writers, perf, train
 
@@ -35,14 +36,21 @@ def test_live_figures_and_profile_are_written(quick_config, tmp_path):
   assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
 
 
-def test_bench_prints_medians(quick_config, data_dir, capsys):
+@pytest.mark.parametrize("on_device_max_mb", [256, 0])
+def test_bench_prints_medians(quick_config, data_dir, capsys, on_device_max_mb):
   from lepton_jax import bench
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   bench.main(["--config", os.path.join(repo, "configs", "quickstart.py"),
               f"--config.data.data_dir={data_dir}", "--config.model.conv_features=(8,)",
               "--config.model.pool=(True,)", "--config.optimizer.warmup_steps=2",
-              "--steps", "5", "--repeats", "2"])
-  out = capsys.readouterr().out
-  for part in ("step", "input", "loop"):
-    assert any(line.startswith(part) and "examples/s" in line for line in out.splitlines()), out
-  assert "loop / bare step throughput:" in out
+              f"--config.data.on_device_max_mb={on_device_max_mb}",
+              "--steps", "5", "--repeats", "2", "--rounds", "1"])
+  lines = capsys.readouterr().out.splitlines()
+  for part in ("step", "loop"):
+    assert any(line.startswith(part) and "examples/s" in line for line in lines), lines
+  input_line = next(line for line in lines if line.startswith("input"))
+  if on_device_max_mb:
+    assert "the split is on the devices" in input_line
+  else:
+    assert "examples/s" in input_line
+  assert any(line.startswith("loop / bare step throughput:") for line in lines)
