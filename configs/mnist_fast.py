@@ -4,8 +4,8 @@
         --config.data.manual_dir=../shared/data/mnist
 
 Conv 16 3x3 -> max-pool 2 -> Conv 32 3x3 -> max-pool 2 -> Dense 128 -> Dense 10:
-a better inductive bias than the seeds' one-conv CNN for about twice its FLOPs
-per image. Evaluates once, at the end, to spend the budget on training. See
+a better inductive bias than the seeds' one-conv CNN for 1.7x its FLOPs per
+image (XLA's count: 0.912 against 0.536 GFLOPs per 128-image train step). Evaluates once, at the end, to spend the budget on training. See
 README for the measured accuracy and wall time.
 """
 
