@@ -211,8 +211,8 @@ def _cached_statistics(dataset, split, input_key, max_value):
 def resolve_dataset_statistics(data_config, dataset, input_key: str = "image") -> bool:
   """Rewrites 'dataset' placeholders of data.preprocess/data.augment to numbers.
 
-  Called when a dataset is loaded (its info()); idempotent: once resolved, the
-  specs hold numbers and later calls do nothing. Returns whether it changed
+  Called by train.Run once it has loaded the dataset, for every dataset;
+  idempotent: once resolved, the specs hold numbers and later calls do nothing. Returns whether it changed
   the config.
   """
   if getattr(dataset, "_resolving", False) or not needs_statistics(data_config):

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lepton_jax import registry
-from lepton_jax.data import augment, base, tfds_source
+from lepton_jax.data import base, tfds_source
 from lepton_jax.errors import UserError
 
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -182,9 +182,7 @@ class Cifar10(base.Dataset):
     return tfds_source.offline_or_download(self.config, "cifar10", Cifar10FromPython, ARCHIVE)
 
   def info(self):
-    info = base.image_info("cifar10", self.builder(), "32x32x3 uint8 RGB, 0-255")
-    augment.resolve_dataset_statistics(self.config, self, info.input_key)
-    return info
+    return base.image_info("cifar10", self.builder(), "32x32x3 uint8 RGB, 0-255")
 
   def host_transform(self, arrays):
     # 'id' is a string feature: useful in tfds, but not something to put on a device.

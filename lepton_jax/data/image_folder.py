@@ -44,7 +44,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from lepton_jax import registry
-from lepton_jax.data import augment, base, tfds_source
+from lepton_jax.data import base, tfds_source
 from lepton_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -281,5 +281,4 @@ class ImageFolder(base.Dataset):
         "image_folder", self.builder(),
         f"{h}x{w}x{cfg.channels} uint8 {kind}, 0-255: image files decoded with Pillow, converted "
         f"to {kind}, resized bilinearly to {h}x{w} (lepton_jax.data.image_folder.load_image)")
-    augment.resolve_dataset_statistics(self.config, self, info.input_key)
     return info

@@ -80,8 +80,8 @@ def normalize(mean=0.0, std=1.0, max_value: float = 255.0):
     raise UserError(f"normalize: max_value must be positive, got {max_value}")
   if isinstance(mean, str) or isinstance(std, str):  # 'dataset': see lepton_jax/data/augment.py
     raise UserError(f"normalize(mean={mean!r}, std={std!r}): 'dataset' statistics are filled in "
-                    "when a dataset that supports them (cifar10, image_folder) loads; give numbers "
-                    "for this one")
+                    "from the training split when a run loads its dataset; outside a run (or for "
+                    "any other word) give numbers")
   mean, std = _as_channels(mean), _as_channels(std)
   if jnp.any(std <= 0):
     raise UserError(f"normalize: std must be positive, got {std.tolist()}")
