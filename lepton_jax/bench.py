@@ -16,7 +16,6 @@ drifting machine load affects both alike):
 and the ratio loop / step.
 """
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -24,7 +23,7 @@ import time
 import jax
 
 from lepton_jax import config_lib, metric_writers, train
-from lepton_jax.errors import UserError, run_cli
+from lepton_jax.errors import CliParser, run_cli
 from lepton_jax.main import split_overrides
 
 
@@ -89,7 +88,7 @@ def time_loop(config, steps: int, repeats: int) -> tuple[list[float], list[float
 
 def main(argv: list[str]) -> int:
   rest, overrides = split_overrides(argv)
-  parser = argparse.ArgumentParser(prog="python -m lepton_jax.bench", description=__doc__.split("\n\n")[0])
+  parser = CliParser(prog="python -m lepton_jax.bench", description=__doc__.split("\n\n")[0])
   parser.add_argument("--config", required=True)
   parser.add_argument("--steps", type=int, default=100, help="steps per timed interval")
   parser.add_argument("--repeats", type=int, default=5, help="timed intervals (median reported)")

@@ -15,7 +15,6 @@ The output depends only on the repository's files (no paths, times or
 machine facts), so regenerating it on any machine gives the same bytes.
 """
 
-import argparse
 import ast
 import glob
 import inspect
@@ -27,6 +26,7 @@ import tokenize
 import ml_collections
 
 from lepton_jax import config_defaults, config_lib, registry
+from lepton_jax.errors import CliParser
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("docs", "config_reference.md")
@@ -270,7 +270,7 @@ def generate(root: str = REPO_ROOT) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m lepton_jax.docgen", description=__doc__.split("\n\n")[0])
+  parser = CliParser(prog="python -m lepton_jax.docgen", description=__doc__.split("\n\n")[0])
   parser.add_argument("--output", default=os.path.join(REPO_ROOT, DEFAULT_OUTPUT),
                       help="where to write (default: docs/config_reference.md of this checkout)")
   parser.add_argument("--check", action="store_true",

@@ -1,5 +1,7 @@
 """The one exception type that reaches the user as a one-line `error: ...`."""
 
+import argparse
+
 
 class UserError(Exception):
   """A mistake in what the user gave us (config, data, checkpoint, CLI).
@@ -9,6 +11,13 @@ class UserError(Exception):
   """
 
   exit_code = 2
+
+
+class CliParser(argparse.ArgumentParser):
+  """argparse whose usage errors are UserErrors: one line `error: ... (see --help)`, exit 2."""
+
+  def error(self, message):
+    raise UserError(f"{message} (see --help)")
 
 
 def run_cli(main, argv=None) -> None:

@@ -29,7 +29,6 @@ CPU-tuned default is not batch-polymorphic). Both artifacts are checked
 against the JAX model before the command returns.
 """
 
-import argparse
 import contextlib
 import json
 import os
@@ -40,7 +39,7 @@ import numpy as np
 from etils import epath
 
 from lepton_jax import predict
-from lepton_jax.errors import UserError, run_cli
+from lepton_jax.errors import CliParser, UserError, run_cli
 
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"
@@ -284,13 +283,8 @@ def _probe_batch(predictor, shape, dtype, n):
   return rng.normal(size=(n,) + shape).astype(dtype)
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise UserError(f"{message} (see --help)")
-
-
 def main(argv) -> int:
-  p = _Parser(prog="python -m lepton_jax.export", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.export", description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="the trained run's workdir")
   p.add_argument("--out", required=True, help="directory for the exported artifacts")
   p.add_argument("--checkpoint", default="latest", help="latest, best or a step number")

@@ -14,16 +14,11 @@ import argparse
 import signal
 import threading
 
-from lepton_jax.errors import UserError, run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise UserError(f"{message} (see --help)")
+from lepton_jax.errors import CliParser, UserError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m lepton_jax.main", description=__doc__.split("\n\n")[0],
+  p = CliParser(prog="python -m lepton_jax.main", description=__doc__.split("\n\n")[0],
               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", help="config file, optionally with an argument: configs/x.py[:arg]")
   p.add_argument("--workdir", help="directory (or gs:// path) for checkpoints, logs and metrics")

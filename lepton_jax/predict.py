@@ -37,7 +37,7 @@ import numpy as np
 from etils import epath
 
 from lepton_jax import predict_inputs, sampling
-from lepton_jax.errors import UserError, run_cli
+from lepton_jax.errors import CliParser, UserError, run_cli
 
 LM_EXPERIMENTS = ("language_model", "lm", "causal_lm")
 
@@ -280,13 +280,8 @@ def load(workdir, checkpoint="latest", batch_size: int | None = None) -> Predict
 
 # ---------------------------------------------------------------- the command line
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m lepton_jax.predict", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.predict", description=__doc__.split("\n\n")[0])
   p.add_argument("inputs", nargs="*", metavar="INPUT",
                  help="image / .npy / .csv files or directories; for language models, prompt text")
   p.add_argument("--workdir", required=True, help="the trained run's workdir")

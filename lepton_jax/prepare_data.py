@@ -8,21 +8,15 @@ Run it on one host; every worker then reads the prepared dataset with
 runs it on worker 0.
 """
 
-import argparse
 
 import ml_collections
 
 from lepton_jax import registry
-from lepton_jax.errors import UserError, run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise UserError(f"{message} (see --help)")
+from lepton_jax.errors import CliParser, run_cli
 
 
 def main(argv: list[str]) -> int:
-  p = _Parser(prog="python -m lepton_jax.prepare_data", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.prepare_data", description=__doc__.split("\n\n")[0])
   p.add_argument("--dataset", required=True, help="registered dataset name (see --list of main)")
   p.add_argument("--data-dir", "--data_dir", dest="data_dir", required=True, help="tfds data dir")
   p.add_argument("--manual-dir", "--manual_dir", dest="manual_dir", default="",

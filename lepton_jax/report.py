@@ -17,7 +17,6 @@ Every plotting function returns the data read back from its axes, so what a
 PNG shows can be checked against metrics.jsonl.
 """
 
-import argparse
 import json
 import math
 import time
@@ -25,7 +24,7 @@ import time
 import numpy as np
 from etils import epath
 
-from lepton_jax.errors import UserError, run_cli
+from lepton_jax.errors import CliParser, UserError, run_cli
 from lepton_jax.metric_writers import format_duration, read_metrics
 
 PLOTS_DIR = "plots"
@@ -375,13 +374,8 @@ def after_training(run, state, wall_seconds: float) -> dict:
                       compute_confusion=jax.process_count() == 1, verbose=False)
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise UserError(f"{message} (see --help)")
-
-
 def main(argv) -> int:
-  p = _Parser(prog="python -m lepton_jax.report", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.report", description=__doc__.split("\n\n")[0])
   p.add_argument("workdir", help="the run's workdir")
   p.add_argument("--checkpoint", default="latest",
                  help="checkpoint for the confusion matrix when it must be computed: latest, best, STEP")

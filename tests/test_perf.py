@@ -54,3 +54,10 @@ def test_bench_prints_medians(quick_config, data_dir, capsys, on_device_max_mb):
   else:
     assert "examples/s" in input_line
   assert any(line.startswith("loop / bare step throughput:") for line in lines)
+
+
+def test_bench_reports_a_bad_flag_as_one_line_error():
+  from lepton_jax import bench
+  from lepton_jax.errors import UserError
+  with pytest.raises(UserError, match=r"^unrecognized arguments: --bogus \(see --help\)$"):
+    bench.main(["--config", "configs/quickstart.py", "--bogus"])
