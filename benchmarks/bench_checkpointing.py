@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/bench_checkpointing.py [--steps 600] [--repeats 3]
     PYTHONPATH=. python benchmarks/bench_checkpointing.py --dataset digits   # no MNIST at hand
+    PYTHONPATH=. python benchmarks/bench_checkpointing.py --writer_priority normal  # compare
 
 Trains configs/mnist_cnn.py (Conv 32 -> pool -> Dense 64 -> Dense 10, Adam, batch 128,
 402k parameters: a 4.8 MB state; on MNIST from ../shared/data/mnist, prepared once
@@ -16,7 +17,11 @@ steps. Two estimates of the cost of an async checkpoint every 100 steps:
     intervals alternate between one that pays for a save (its blocking part and the
     background write) and one that does not; the cost is the median, over adjacent
     pairs, of (time with a save) / (time without) - 1. Adjacent intervals see about
-    the same load, so this one holds up on a busy machine.
+    the same load, so this one holds up on a busy machine (or one whose speed drifts
+    from run to run), the more so the more pairs.
+
+The checkpoint writer runs at `--writer_priority` (default: the config's, auto = idle
+on the CPU backend; see lepton_jax/checkpoint_writer.py).
 
 Also prints how long the loop was blocked per save (the synchronous part: the
 device-to-host copy, checksums, and Orbax's bookkeeping).
@@ -49,9 +54,10 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--steps", type=int, default=600, help="steps of each alternating run")
   p.add_argument("--repeats", type=int, default=3, help="alternating runs of each kind")
-  p.add_argument("--paired_steps", type=int, default=2000, help="steps of the paired run; 0: skip")
+  p.add_argument("--paired_steps", type=int, default=4000, help="steps of the paired run; 0: skip")
   p.add_argument("--every", type=int, default=100, help="checkpoint every N steps")
   p.add_argument("--dataset", choices=("mnist", "digits"), default="mnist")
+  p.add_argument("--writer_priority", choices=("auto", "idle", "normal"), default="auto")
   p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "lepton_bench_tfds"))
   args = p.parse_args()
 
@@ -77,6 +83,7 @@ def main():
         ("data.manual_dir", MNIST if args.dataset == "mnist" else ""),
         ("num_train_steps", str(steps)), ("log_every_steps", str(args.every)),
         ("eval_every_steps", str(10 * steps)), ("checkpoint_every_steps", str(every)),
+        ("checkpoint.writer_priority", args.writer_priority),
     ])
     # (the learning-rate schedule does not change the speed; the warm-up must fit the run)
     config_lib.apply_overrides(config, [
@@ -94,7 +101,7 @@ def main():
   batch = 128
   run(2 * args.every, 2 * args.every)  # prepares the data and warms everything up
   lines = [f"{args.dataset} CNN (configs/mnist_cnn.py), batch {batch}, async checkpoint every "
-           f"{args.every} steps"]
+           f"{args.every} steps, writer priority {args.writer_priority}"]
   per_save = []
 
   if args.repeats:

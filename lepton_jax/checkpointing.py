@@ -4,14 +4,18 @@ checkpoint_checks.py; starting from another run's parameters, in init_from.py.)
 
 A checkpoint is plain Orbax, one directory per step:
 
-    WORKDIR/checkpoints/<step>/state     the TrainState pytree (StandardSave): step, params,
+    WORKDIR/checkpoints/<step>/state     the TrainState pytree (PyTreeSave): step, params,
                                          opt_state, model_state, rng, ema_params
     WORKDIR/checkpoints/<step>/meta      JSON: step, the last eval metrics, and the train
                                          metrics of the steps not yet logged (exact resume)
     WORKDIR/checkpoints/<step>/metrics   JSON: the eval metrics of this step, if it evaluated;
                                          Orbax ranks the `best` checkpoints by them
 
-so `orbax.checkpoint` alone restores it (`StandardCheckpointer().restore(<step>/state)`).
+so `orbax.checkpoint` alone restores it: `StandardCheckpointer().restore(<step>/state)` gives
+NumPy arrays; `PyTreeCheckpointer().restore(<step>/state, args=PyTreeRestore(item=target,
+restore_args=checkpoint_utils.construct_restore_args(target)))` places them on a target's shardings.
+
+How a save is kept from slowing training down: checkpoint_writer.py.
 
 Guarantees:
   * A save is written into `<step>.orbax-checkpoint-tmp-*` (gs://: without a
@@ -40,6 +44,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -47,6 +52,7 @@ from jax.experimental import multihost_utils
 
 from lepton_jax.checkpoint_checks import (check_fits, compile_checksums, metadata_shapes,
                                           state_checksums, verify_checksums)
+from lepton_jax.checkpoint_writer import WRITER_PRIORITIES, OrbaxThread, resolve_idle, state_handler
 from lepton_jax.errors import UserError
 
 STATE, META = "state", "meta"
@@ -90,7 +96,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep_last: int = 3, keep_best: int = 1,
                best_metric: str = "accuracy", best_mode: str = "max", async_save: bool = True,
-               cleanup_tmp: bool = False):
+               compress: bool = False, writer_priority: str = "normal", cleanup_tmp: bool = False):
     if keep_last < 1:
       raise UserError(f"checkpoint.keep_last={keep_last}: keep at least 1 (resuming needs the "
                       "newest checkpoint)")
@@ -98,10 +104,15 @@ class Checkpointer:
       raise UserError(f"checkpoint.keep_best={keep_best}: must be >= 0")
     if best_mode not in ("max", "min"):
       raise UserError(f"eval.best_mode={best_mode!r}: choose max or min")
+    if writer_priority not in WRITER_PRIORITIES:
+      raise UserError(f"checkpoint.writer_priority={writer_priority!r}: choose one of "
+                      f"{', '.join(WRITER_PRIORITIES)}")
     self.workdir = absolute_path(workdir)
     self.directory = self.workdir / "checkpoints"
     self.best_metric, self.best_mode = best_metric, best_mode
     self._checksums = None  # compiled by restore_latest for the run's state
+    self._pending = None  # the writer thread's save in progress (idle writer)
+    self._async = async_save
     worst = -math.inf if best_mode == "max" else math.inf
 
     def metric_value(metrics) -> float:
@@ -124,9 +135,11 @@ class Checkpointer:
         create=True,
         cleanup_tmp_directories=cleanup_tmp,
     )
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={STATE: ocp.StandardCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
+    # Every thread Orbax starts, from the manager's own on, descends from the writer thread.
+    self._writer = OrbaxThread(idle=resolve_idle(writer_priority))
+    self.manager = self._writer.call(
+        ocp.CheckpointManager, self.directory, options=options,
+        item_handlers={STATE: state_handler(compress), META: ocp.JsonCheckpointHandler()})
 
   @classmethod
   def for_training(cls, workdir: str, config) -> "Checkpointer":
@@ -134,7 +147,9 @@ class Checkpointer:
     return cls(workdir, keep_last=int(section.get("keep_last", 3)),
                keep_best=int(section.get("keep_best", 1)),
                best_metric=config.eval.best_metric, best_mode=config.eval.best_mode,
-               async_save=bool(section.get("async_save", True)), cleanup_tmp=True)
+               async_save=bool(section.get("async_save", True)),
+               compress=bool(section.get("compress", False)),
+               writer_priority=str(section.get("writer_priority", "auto")), cleanup_tmp=True)
 
   # ------------------------------------------------------------------ queries
   def all_steps(self) -> list[int]:
@@ -148,32 +163,67 @@ class Checkpointer:
 
   # --------------------------------------------------------------------- save
   def save(self, step: int, state, meta: dict | None = None, metrics: dict | None = None,
-           force: bool = True) -> bool:
+           force: bool = True) -> None:
     """Starts saving `state` as checkpoint `step` (returns before it is written
     when async). `metrics`: this step's eval metrics, which rank the best
-    checkpoints; `meta`: any JSON, kept in the `meta` item."""
+    checkpoints; `meta`: any JSON, kept in the `meta` item.
+
+    With an idle-priority writer (the CPU backend) and async saves, the state is first
+    copied on the device, so that the next step may donate it, and the writer thread does
+    the rest while training goes on; otherwise the caller waits until the state is on the
+    host (async) or written (not async).
+    """
     step = int(step)
+    self._finish_pending()
     if step in self.manager.all_steps():
-      return False
+      return
     if metrics is not None and self.best_metric not in metrics:
       metrics = None
+    metrics = _plain(metrics) if metrics is not None else None
+    if self._writer.idle and self._async:
+      self._pending = self._writer.submit(self._save_now, step, _snapshot(state), meta, metrics,
+                                          force)
+    else:
+      self._writer.call(self._save_now, step, state, meta, metrics, force)
+
+  def _save_now(self, step: int, state, meta: dict | None, metrics: dict | None, force: bool):
     meta = dict(meta or {}, step=step, checksums=state_checksums(state, self._checksums))
-    return self.manager.save(
-        step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
-                                         META: ocp.args.JsonSave(meta)}),
-        metrics=_plain(metrics) if metrics is not None else None, force=force)
+    self.manager.save(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state),
+                                                      META: ocp.args.JsonSave(meta)}),
+                      metrics=metrics, force=force)
+
+  def _finish_pending(self) -> None:
+    """Waits for the writer to have handed the last save to Orbax (raising its error)."""
+    pending, self._pending = self._pending, None
+    if pending is not None:
+      pending.result()
 
   def wait(self) -> None:
     """Blocks until the last save has committed."""
+    self._finish_pending()
     self.manager.wait_until_finished()
 
   def close(self) -> None:
+    try:
+      self._finish_pending()
+    except Exception as e:  # noqa: BLE001  (close runs in `finally`: don't hide the first error)
+      warn(f"the last checkpoint could not be saved ({first_line(e)})")
     self.manager.close()
+    self._writer.close()
 
   # ------------------------------------------------------------------ restore
   def state_metadata(self, step: int) -> dict:
     """{path: (shape, dtype)} of checkpoint `step`'s state, from its metadata."""
-    return metadata_shapes(self.step_dir(step) / STATE)
+    return self._writer.call(metadata_shapes, self.step_dir(step) / STATE)
+
+  def _restore_step(self, step: int, abstract_state) -> tuple[object, dict]:
+    """(state, meta) of checkpoint `step`, the state with `abstract_state`'s shardings."""
+    restored = self._writer.call(self.manager.restore, step, args=ocp.args.Composite(**{
+        STATE: ocp.args.PyTreeRestore(
+            item=abstract_state,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
+        META: ocp.args.JsonRestore()}))
+    return restored[STATE], dict(restored[META] or {})
 
   def restore(self, abstract_state, step: int | None = None):
     """The state of checkpoint `step` (default: latest), with the shardings of
@@ -182,10 +232,9 @@ class Checkpointer:
     if step is None:
       raise UserError(f"no complete checkpoint in {self.directory}")
     check_fits(self.state_metadata(step), abstract_state, self.step_dir(step))
-    restored = self.manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
-    verify_checksums(restored[STATE], restored[META] or {})
-    return restored[STATE]
+    state, meta = self._restore_step(step, abstract_state)
+    verify_checksums(state, meta)
+    return state
 
   def restore_latest(self, abstract_state) -> Restored | None:
     """The newest readable checkpoint, or None if there is none.
@@ -210,9 +259,7 @@ class Checkpointer:
         continue
       check_fits(shapes, abstract_state, path)
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(**{
-            STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
-        state, meta = restored[STATE], dict(restored[META] or {})
+        state, meta = self._restore_step(step, abstract_state)
         verify_checksums(state, meta, self._checksums)
         if int(jax.device_get(state.step)) != step:
           raise ValueError(f"its state is at step {int(jax.device_get(state.step))}")
@@ -244,6 +291,11 @@ class Checkpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("lepton_jax:checkpoints_set_aside")
     self.manager.reload()
+
+
+# A copy of the state on its devices, with its shardings: the next train step donates the
+# original while the writer thread is still reading this one.
+_snapshot = jax.jit(lambda state: jax.tree.map(jnp.copy, state))
 
 
 def abstract_with_shardings(abstract_state, shardings):

@@ -1,0 +1,95 @@
+"""How checkpoints are written so that saving barely slows training.
+
+What a save costs the loop is measured by benchmarks/bench_checkpointing.py. Two things
+keep it small:
+
+  * The state is written by Orbax's pytree handler without zstd compression
+    (`checkpoint.compress`), without Orbax's `_sharding` file and without its per-array
+    metadata store. For a small state those three are about a third of a save's CPU time,
+    and restoring never needs them here: it always has the target's shardings. The result is
+    still plain Orbax (`StandardCheckpointer().restore(<step>/state)` gives NumPy arrays).
+  * All Orbax calls of a training run go through one thread that, on the CPU backend, runs
+    at idle priority (Linux SCHED_IDLE, `checkpoint.writer_priority`). The threads Orbax and
+    TensorStore start from it inherit the policy, so the background write takes only the
+    cycles the train step leaves free instead of slowing it down. The loop does not even wait
+    for the state to reach the host: it hands the writer a copy made on the device (so the
+    next step may donate the original) and trains on. On GPUs and TPUs the step does not run
+    on the host's cores, and the writer keeps normal priority: there the loop waits while the
+    state is copied to the host, and no second copy takes accelerator memory.
+"""
+
+import concurrent.futures
+import os
+import sys
+import threading
+
+import jax
+import orbax.checkpoint as ocp
+
+WRITER_PRIORITIES = ("auto", "idle", "normal")
+
+
+def state_handler(compress: bool) -> ocp.PyTreeCheckpointHandler:
+  """Orbax's pytree handler, writing no `_sharding` file and no array-metadata store."""
+  types = ocp.type_handlers
+  arrays = types.ArrayHandler(enable_write_sharding_file=False, array_metadata_store=None)
+  registry = types.create_type_handler_registry(*[
+      (ty, arrays if ty is jax.Array else types.get_type_handler(ty))
+      for ty in types.supported_types()])
+  return ocp.PyTreeCheckpointHandler(use_compression=compress, type_handler_registry=registry)
+
+
+def resolve_idle(writer_priority: str) -> bool:
+  """Whether the Orbax thread runs at idle priority: `auto` means idle on the CPU
+  backend, where the writer and the train step compete for the same cores."""
+  if writer_priority == "auto":
+    return jax.default_backend() == "cpu"
+  return writer_priority == "idle"
+
+
+def idle_priority_supported() -> bool:
+  return hasattr(os, "SCHED_IDLE") and sys.platform.startswith("linux")
+
+
+def _to_idle_priority() -> None:
+  """Puts the calling thread under SCHED_IDLE (Linux; elsewhere it keeps its priority).
+
+  Threads it starts inherit the policy. An unprivileged thread cannot go back, which
+  is why one dedicated thread makes the Orbax calls.
+  """
+  if not idle_priority_supported():
+    return
+  try:
+    os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+  except OSError as e:  # e.g. a seccomp profile that forbids it
+    if jax.process_index() == 0:
+      print(f"warning: the checkpoint writer keeps normal priority (SCHED_IDLE refused: {e})",
+            file=sys.stderr, flush=True)
+
+
+class OrbaxThread:
+  """Runs calls on one thread at idle priority, each call blocking until it returns.
+
+  Without `idle`, calls run directly in the caller's thread.
+  """
+
+  def __init__(self, idle: bool):
+    self.idle = idle
+    self._pool = None
+    if idle:
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+          max_workers=1, thread_name_prefix="lepton_orbax", initializer=_to_idle_priority)
+
+  def call(self, fn, *args, **kwargs):
+    if self._pool is None:
+      return fn(*args, **kwargs)
+    return self._pool.submit(fn, *args, **kwargs).result()
+
+  def submit(self, fn, *args, **kwargs) -> concurrent.futures.Future:
+    """Starts `fn` on the writer thread (which must exist: `idle`) and returns at once."""
+    return self._pool.submit(fn, *args, **kwargs)
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)
+      self._pool = None
