@@ -58,14 +58,21 @@ def compile_checksums(abstract_state):
 
 def state_checksums(state, compiled=None) -> dict[str, list[int]]:
   """{path: [sum, weighted sum]} of every array of `state` (uint32 arithmetic)."""
-  sums = None
+  return checksums_by_path(state, checksum_array(state, compiled))
+
+
+def checksum_array(state, compiled=None) -> jax.Array:
+  """The (leaves, 2) checksums of `state`, on its devices (dispatched, not awaited)."""
   if compiled is not None:
     try:
-      sums = compiled(state)
+      return compiled(state)
     except (TypeError, ValueError):  # another structure or sharding than compiled for
-      sums = None
-  if sums is None:
-    sums = _checksums_jit(state)
+      pass
+  return _checksums_jit(state)
+
+
+def checksums_by_path(state, sums: jax.Array) -> dict[str, list[int]]:
+  """checksum_array's result as {path: [sum, weighted sum]} (waits for it)."""
   # A replicated result: this process's copy is the value (also on multi-host runs).
   sums = np.asarray(sums.addressable_data(0))
   paths = [path_string(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]

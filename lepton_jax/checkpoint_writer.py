@@ -11,11 +11,12 @@ keep it small:
   * All Orbax calls of a training run go through one thread that, on the CPU backend, runs
     at idle priority (Linux SCHED_IDLE, `checkpoint.writer_priority`). The threads Orbax and
     TensorStore start from it inherit the policy, so the background write takes only the
-    cycles the train step leaves free instead of slowing it down. The loop does not even wait
-    for the state to reach the host: it hands the writer a copy made on the device (so the
-    next step may donate the original) and trains on. On GPUs and TPUs the step does not run
-    on the host's cores, and the writer keeps normal priority: there the loop waits while the
-    state is copied to the host, and no second copy takes accelerator memory.
+    cycles the train step leaves free instead of slowing it down. In a one-process run the
+    loop does not even wait for the state to reach the host: it hands the writer a copy made
+    on the device (so the next step may donate the original) and trains on. On GPUs and
+    TPUs the step does not run on the host's cores, and the writer keeps normal priority:
+    there the loop waits while the state is copied to the host, and no second copy takes
+    accelerator memory.
 """
 
 import concurrent.futures

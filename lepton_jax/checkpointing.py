@@ -50,8 +50,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from lepton_jax.checkpoint_checks import (check_fits, compile_checksums, metadata_shapes,
-                                          state_checksums, verify_checksums)
+from lepton_jax.checkpoint_checks import (check_fits, checksum_array, checksums_by_path,
+                                          compile_checksums, metadata_shapes, verify_checksums)
 from lepton_jax.checkpoint_writer import WRITER_PRIORITIES, OrbaxThread, resolve_idle, state_handler
 from lepton_jax.errors import UserError
 
@@ -168,10 +168,12 @@ class Checkpointer:
     when async). `metrics`: this step's eval metrics, which rank the best
     checkpoints; `meta`: any JSON, kept in the `meta` item.
 
-    With an idle-priority writer (the CPU backend) and async saves, the state is first
-    copied on the device, so that the next step may donate it, and the writer thread does
-    the rest while training goes on; otherwise the caller waits until the state is on the
-    host (async) or written (not async).
+    With an idle-priority writer (the CPU backend), async saves and one process, the
+    state is first copied on the device, so that the next step may donate it, and the
+    writer thread does the rest while training goes on; otherwise the caller waits until
+    the state is on the host (async) or written (not async). Device programs (the copy,
+    the checksums) are dispatched from this thread either way: launched from two threads,
+    programs with collectives could reach the devices in different orders.
     """
     step = int(step)
     self._finish_pending()
@@ -180,14 +182,18 @@ class Checkpointer:
     if metrics is not None and self.best_metric not in metrics:
       metrics = None
     metrics = _plain(metrics) if metrics is not None else None
-    if self._writer.idle and self._async:
-      self._pending = self._writer.submit(self._save_now, step, _snapshot(state), meta, metrics,
-                                          force)
+    if self._writer.idle and self._async and jax.process_count() == 1:
+      snapshot = _snapshot(state)
+      self._pending = self._writer.submit(self._save_now, step, snapshot,
+                                          checksum_array(snapshot, self._checksums), meta,
+                                          metrics, force)
     else:
-      self._writer.call(self._save_now, step, state, meta, metrics, force)
+      self._writer.call(self._save_now, step, state, checksum_array(state, self._checksums),
+                        meta, metrics, force)
 
-  def _save_now(self, step: int, state, meta: dict | None, metrics: dict | None, force: bool):
-    meta = dict(meta or {}, step=step, checksums=state_checksums(state, self._checksums))
+  def _save_now(self, step: int, state, sums, meta: dict | None, metrics: dict | None,
+                force: bool):
+    meta = dict(meta or {}, step=step, checksums=checksums_by_path(state, sums))
     self.manager.save(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(state),
                                                       META: ocp.args.JsonSave(meta)}),
                       metrics=metrics, force=force)

@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True  # write checkpoints in the background while training goes on
   c.checkpoint.compress = False  # zstd-compress the arrays (float weights barely shrink; costs CPU)
   # On the CPU backend the writer and the train step share the cores: an idle-priority writer
-  # (Linux SCHED_IDLE) uses only the cycles training leaves free.
+  # (Linux SCHED_IDLE) uses only the cycles training leaves free. If other programs keep every
+  # core busy, an idle writer waits for them: choose normal there.
   c.checkpoint.writer_priority = "auto"  # idle, normal, or auto: idle on the CPU backend
 
   c.loss = ml_collections.ConfigDict()
