@@ -23,8 +23,9 @@ steps. Two estimates of the cost of an async checkpoint every 100 steps:
 The checkpoint writer runs at `--writer_priority` (default: the config's, auto = idle
 on the CPU backend; see lepton_jax/checkpoint_writer.py).
 
-Also prints how long the loop was blocked per save (the synchronous part: the
-device-to-host copy, checksums, and Orbax's bookkeeping).
+Also prints how long the loop was blocked per save: with the idle-priority writer,
+dispatching the device-side copy of the state; at normal priority, the synchronous
+part of the save (the device-to-host copy, checksums, and Orbax's bookkeeping).
 """
 
 import argparse
@@ -34,6 +35,8 @@ import shutil
 import statistics
 import tempfile
 import time
+
+from lepton_jax.checkpoint_writer import WRITER_PRIORITIES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -57,7 +60,7 @@ def main():
   p.add_argument("--paired_steps", type=int, default=4000, help="steps of the paired run; 0: skip")
   p.add_argument("--every", type=int, default=100, help="checkpoint every N steps")
   p.add_argument("--dataset", choices=("mnist", "digits"), default="mnist")
-  p.add_argument("--writer_priority", choices=("auto", "idle", "normal"), default="auto")
+  p.add_argument("--writer_priority", choices=WRITER_PRIORITIES, default="auto")
   p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "lepton_bench_tfds"))
   args = p.parse_args()
 

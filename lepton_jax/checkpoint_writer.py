@@ -27,6 +27,8 @@ import threading
 import jax
 import orbax.checkpoint as ocp
 
+from lepton_jax.errors import warn
+
 WRITER_PRIORITIES = ("auto", "idle", "normal")
 
 
@@ -42,9 +44,9 @@ def state_handler(compress: bool) -> ocp.PyTreeCheckpointHandler:
 
 def resolve_idle(writer_priority: str) -> bool:
   """Whether the Orbax thread runs at idle priority: `auto` means idle on the CPU
-  backend, where the writer and the train step compete for the same cores."""
+  backend (where the writer and the train step compete for the same cores) of Linux."""
   if writer_priority == "auto":
-    return jax.default_backend() == "cpu"
+    return jax.default_backend() == "cpu" and idle_priority_supported()
   return writer_priority == "idle"
 
 
@@ -63,9 +65,7 @@ def _to_idle_priority() -> None:
   try:
     os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
   except OSError as e:  # e.g. a seccomp profile that forbids it
-    if jax.process_index() == 0:
-      print(f"warning: the checkpoint writer keeps normal priority (SCHED_IDLE refused: {e})",
-            file=sys.stderr, flush=True)
+    warn(f"the checkpoint writer keeps normal priority (SCHED_IDLE refused: {e})")
 
 
 class OrbaxThread:

@@ -40,7 +40,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import time
 
 import jax
@@ -53,7 +52,7 @@ from jax.experimental import multihost_utils
 from lepton_jax.checkpoint_checks import (check_fits, checksum_array, checksums_by_path,
                                           compile_checksums, metadata_shapes, verify_checksums)
 from lepton_jax.checkpoint_writer import WRITER_PRIORITIES, OrbaxThread, resolve_idle, state_handler
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, warn
 
 STATE, META = "state", "meta"
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -67,11 +66,6 @@ class _QuietMissingMetrics(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietMissingMetrics())
-
-
-def warn(message: str) -> None:
-  if jax.process_index() == 0:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def first_line(e: BaseException) -> str:

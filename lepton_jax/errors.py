@@ -1,4 +1,5 @@
-"""The one exception type that reaches the user as a one-line `error: ...`."""
+"""The one exception type that reaches the user as a one-line `error: ...`, and the
+one-line `warning: ...`."""
 
 import argparse
 
@@ -38,3 +39,11 @@ def run_cli(main, argv=None) -> None:
     code = 130
   sys.stdout.flush()
   sys.exit(code)
+
+
+def warn(message: str) -> None:
+  """Prints `warning: <message>` to stderr, once per run (on process 0 only)."""
+  import sys
+  import jax
+  if jax.process_index() == 0:
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -15,8 +15,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from lepton_jax.checkpoint_checks import describe_leaf, leaf_info, metadata_shapes, verify_checksums
-from lepton_jax.checkpointing import META, STATE, first_line, warn
-from lepton_jax.errors import UserError
+from lepton_jax.checkpointing import META, STATE, first_line
+from lepton_jax.errors import UserError, warn
 from lepton_jax.sharding import path_string
 
 

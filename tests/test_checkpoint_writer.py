@@ -64,7 +64,8 @@ def test_an_unknown_writer_priority_is_a_user_error(tmp_path, value):
 
 
 def test_auto_priority_is_idle_on_the_cpu_backend_only():
-  assert checkpoint_writer.resolve_idle("auto") == (jax.default_backend() == "cpu")
+  assert checkpoint_writer.resolve_idle("auto") == (
+      jax.default_backend() == "cpu" and checkpoint_writer.idle_priority_supported())
   assert checkpoint_writer.resolve_idle("idle") and not checkpoint_writer.resolve_idle("normal")
 
 
