@@ -21,7 +21,7 @@ steps. Two estimates of the cost of an async checkpoint every 100 steps:
     from run to run), the more so the more pairs.
 
 The checkpoint writer runs at `--writer_priority` (default: the config's, auto = idle
-on the CPU backend; see lepton_jax/checkpoint_writer.py).
+on the CPU backend; see lepton_jax/checkpoint/writer.py).
 
 Also prints how long the loop was blocked per save: with the idle-priority writer,
 dispatching the device-side copy of the state; at normal priority, the synchronous
@@ -36,7 +36,7 @@ import statistics
 import tempfile
 import time
 
-from lepton_jax.checkpoint_writer import WRITER_PRIORITIES
+from lepton_jax.checkpoint.writer import WRITER_PRIORITIES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -64,7 +64,8 @@ def main():
   p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "lepton_bench_tfds"))
   args = p.parse_args()
 
-  from lepton_jax import checkpointing, config_lib, train
+  from lepton_jax import config_lib, train
+  from lepton_jax.checkpoint import manager as checkpointing
 
   blocked: list[float] = []
   save = checkpointing.Checkpointer.save

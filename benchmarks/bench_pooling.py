@@ -7,7 +7,7 @@ Model (the seeds' MNIST net, as lepton_jax.models.cnn.CNN with its defaults):
 Conv(32, 3x3, SAME) relu -> max-pool 2x2/2 -> flatten -> Dense(64) relu -> Dense(10),
 softmax cross-entropy, optax.adam(1e-3). The model is defined here rather than
 imported so the timing covers exactly this architecture whatever the model zoo
-does; --conv picks the first layer: 'flax' (nn.Conv) or a lepton_jax.ops.conv impl.
+does; --conv picks the first layer: 'flax' (nn.Conv) or a lepton_jax.kernels.conv impl.
 
 Step mode: every (pool, conv) variant is compiled and warmed up first, then
 the variants are timed round-robin, one step each per round, so that load from
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lepton_jax.ops import conv as conv_ops
-from lepton_jax.ops import pooling
+from lepton_jax.kernels import conv as conv_ops
+from lepton_jax.kernels import pooling
 
 MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
                      "mnist")

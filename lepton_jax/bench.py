@@ -23,8 +23,7 @@ import time
 import jax
 
 from lepton_jax import config_lib, metric_writers, train
-from lepton_jax.errors import CliParser, run_cli
-from lepton_jax.main import split_overrides
+from lepton_jax.cli import CliParser, run_cli, split_overrides
 
 
 def _intervals(fn, steps: int, repeats: int) -> list[float]:

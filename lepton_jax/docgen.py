@@ -26,7 +26,7 @@ import tokenize
 import ml_collections
 
 from lepton_jax import config_defaults, config_lib, registry
-from lepton_jax.errors import CliParser
+from lepton_jax.cli import CliParser
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("docs", "config_reference.md")

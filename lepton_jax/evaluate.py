@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from lepton_jax import checkpointing
+from lepton_jax.checkpoint import manager as checkpointing
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import read_metrics
 

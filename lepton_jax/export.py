@@ -39,7 +39,8 @@ import numpy as np
 from etils import epath
 
 from lepton_jax import predict
-from lepton_jax.errors import CliParser, UserError, run_cli
+from lepton_jax.cli import CliParser, run_cli
+from lepton_jax.errors import UserError
 
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"

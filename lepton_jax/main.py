@@ -14,7 +14,8 @@ import argparse
 import signal
 import threading
 
-from lepton_jax.errors import CliParser, UserError, run_cli
+from lepton_jax.cli import CliParser, run_cli, split_overrides
+from lepton_jax.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,27 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num_processes", type=int, help="number of processes (with --coordinator_address)")
   p.add_argument("--process_id", type=int, help="this process's index (with --coordinator_address)")
   return p
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """Separates `--config.a.b=value` / `--config.a.b value` overrides from other args."""
-  rest, overrides = [], []
-  i = 0
-  while i < len(argv):
-    arg = argv[i]
-    if arg.startswith("--config."):
-      key, eq, value = arg[len("--config."):].partition("=")
-      if not eq:
-        if i + 1 >= len(argv):
-          raise UserError(f"{arg} needs a value: {arg}=VALUE")
-        value, i = argv[i + 1], i + 1
-      if not key:
-        raise UserError(f"{arg}: write --config.KEY=VALUE")
-      overrides.append((key, value))
-    else:
-      rest.append(arg)
-    i += 1
-  return rest, overrides
 
 
 def initialize_distributed(args) -> None:

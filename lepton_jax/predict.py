@@ -37,7 +37,9 @@ import numpy as np
 from etils import epath
 
 from lepton_jax import predict_inputs, sampling
-from lepton_jax.errors import CliParser, UserError, run_cli
+from lepton_jax.cli import CliParser, run_cli
+from lepton_jax.errors import UserError
+from lepton_jax.data.info import DatasetInfo
 
 LM_EXPERIMENTS = ("language_model", "lm", "causal_lm")
 
@@ -58,10 +60,10 @@ def load_config(workdir):
 
 def dataset_info(record: dict):
   """The DatasetInfo of a run, rebuilt from its run.json (no data is read)."""
-  from lepton_jax.data import tfds_source
+
   d = record["dataset"]
   shape = d.get("input_shape")
-  return tfds_source.DatasetInfo(
+  return DatasetInfo(
       name=d["name"], input_key=d["input_key"],
       input_shape=tuple(shape) if shape is not None else None,
       input_dtype=np.dtype(d["input_dtype"]), num_classes=int(d["num_classes"]),
@@ -99,8 +101,8 @@ class Predictor(predict_inputs.InputFiles):
     self.variables = variables
     self.step = step
     self.batch_size = int(batch_size)
-    from lepton_jax.data import ops
-    self.preprocess = ops.build(config.data.preprocess)
+    from lepton_jax.data import transforms
+    self.preprocess = transforms.build(config.data.preprocess)
     self._apply = jax.jit(self.apply_fn())  # variables as an argument, not compiled-in constants
 
   # -- facts
@@ -243,15 +245,16 @@ class Predictor(predict_inputs.InputFiles):
 def restore_variables(workdir, config, record, info, checkpoint="latest"):
   """(experiment, model, variables, step) of checkpoint `checkpoint` of `workdir`,
   restored onto the first local device."""
-  from lepton_jax import checkpointing, evaluate, optimizers, registry, train_state
-  from lepton_jax.data import ops
+  from lepton_jax import evaluate, optimizers, registry, train_state
+  from lepton_jax.checkpoint import manager as checkpointing
+  from lepton_jax.data import transforms
   step = evaluate.resolve_checkpoint(workdir, checkpoint, config)
   experiment = registry.get("experiment", config.experiment)(config, info)
   model = train_state.build_model(config, experiment)
   tx, _ = optimizers.build(config.optimizer, int(record.get("total_steps", 1)))
   if info.input_shape is None:
     raise UserError(f"the input shape of {workdir}'s model is unknown (run.json has none)")
-  init_fn = train_state.make_init_fn(model, tx, info, ops.build(config.data.preprocess),
+  init_fn = train_state.make_init_fn(model, tx, info, transforms.build(config.data.preprocess),
                                      use_ema=config.ema_decay > 0)
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -12,7 +12,7 @@ runs it on worker 0.
 import ml_collections
 
 from lepton_jax import registry
-from lepton_jax.errors import CliParser, run_cli
+from lepton_jax.cli import CliParser, run_cli
 
 
 def main(argv: list[str]) -> int:

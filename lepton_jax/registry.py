@@ -35,7 +35,7 @@ KINDS = (
 _BUILTIN_MODULES = (
     "lepton_jax.models",
     "lepton_jax.data",
-    "lepton_jax.ops",
+    "lepton_jax.kernels",
     "lepton_jax.losses",
     "lepton_jax.metrics",
     "lepton_jax.optimizers",

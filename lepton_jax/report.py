@@ -24,7 +24,8 @@ import time
 import numpy as np
 from etils import epath
 
-from lepton_jax.errors import CliParser, UserError, run_cli
+from lepton_jax.cli import CliParser, run_cli
+from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import format_duration, read_metrics
 
 PLOTS_DIR = "plots"

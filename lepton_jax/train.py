@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from lepton_jax import checkpointing, config_lib, mesh as mesh_lib, optimizers, registry
-from lepton_jax import init_from, perf, sharding, steps, train_state
-from lepton_jax.data import ops, pipeline
+from lepton_jax import config_lib, optimizers, registry
+from lepton_jax.checkpoint import init_from, manager as checkpointing
+from lepton_jax.parallel import mesh as mesh_lib, sharding
+from lepton_jax import perf, steps, train_state
+from lepton_jax.data import transforms, pipeline
 from lepton_jax.data.augment import resolve_dataset_statistics
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
@@ -84,8 +86,8 @@ class Run:
       raise UserError(f"optimizer.accumulation_steps={accumulation} must be >= 1 and divide the "
                       f"per-device batch {config.batch_size // mesh_lib.data_parallel_size(self.mesh)}")
     self.tx, self.schedule = optimizers.build(config.optimizer, self.total_steps)
-    self.preprocess = ops.build(config.data.preprocess)
-    augment = ops.build(config.data.augment)
+    self.preprocess = transforms.build(config.data.preprocess)
+    augment = transforms.build(config.data.augment)
     self.model = train_state.build_model(config, self.experiment)
     init_fn = train_state.make_init_fn(self.model, self.tx, self.info, self.preprocess,
                                        use_ema=config.ema_decay > 0)

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import checkpoint_testlib as lib
-from lepton_jax import checkpoint_writer, checkpointing
+from lepton_jax.checkpoint import manager as checkpointing, writer as checkpoint_writer
 from lepton_jax.errors import UserError
 from test_checkpointing import abstract_of, toy_state
 
@@ -75,7 +75,7 @@ POLICIES_SCRIPT = """
 import json, os, sys, threading
 sys.path.insert(0, {tests!r})
 import jax
-from lepton_jax import checkpointing
+from lepton_jax.checkpoint import manager as checkpointing
 from test_checkpointing import abstract_of, toy_state
 checkpointer = checkpointing.Checkpointer(sys.argv[1], writer_priority=sys.argv[2], cleanup_tmp=True)
 checkpointer.save(1, toy_state(1))

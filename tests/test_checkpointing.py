@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import checkpoint_testlib as lib
-from lepton_jax import checkpointing, init_from, main, train
+from lepton_jax import main, train
+from lepton_jax.checkpoint import init_from, manager as checkpointing
 from lepton_jax.errors import UserError
 from lepton_jax.train_state import TrainState
 

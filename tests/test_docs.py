@@ -215,7 +215,7 @@ def test_extending_examples_train(tmp_path):
 
 # ------------------------------------------------------------------ troubleshooting.md
 
-SOURCE_DIRS = ("lepton_jax", "experiments")
+SOURCE_DIRS = ("lepton_jax",)
 
 
 def _error_classes(trees) -> set[str]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lepton_jax import config_lib, evaluate, main, train
-from lepton_jax.data import tfds_source
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import read_metrics
+from lepton_jax.data.info import DatasetInfo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
@@ -108,7 +108,7 @@ def test_cli_checkpoint_flag_and_errors(run, tmp_path, capsys):
 
 
 def test_split_sizes_of_slices():
-  info = tfds_source.DatasetInfo(name="d", input_key="image", input_shape=(8, 8, 1),
+  info = DatasetInfo(name="d", input_key="image", input_shape=(8, 8, 1),
                                  input_dtype=np.uint8, num_classes=10,
                                  split_sizes={"train": 1437, "test": 360})
   assert info.split_size("test") == 360

@@ -245,7 +245,7 @@ def test_language_model_cli(data_dir, tmp_path, capsys):
       ("log_every_steps", "2"), ("eval_every_steps", "4"), ("checkpoint_every_steps", "4")])
   # An untrained workdir (config.json, run.json, a checkpoint of the initial state) is all
   # predict needs: no train step to compile.
-  from lepton_jax import checkpointing
+  from lepton_jax.checkpoint import manager as checkpointing
   workdir = str(tmp_path / "lm")
   run = train.Run(config, workdir)
   (run.workdir / "config.json").write_text(config_lib.to_json(config))

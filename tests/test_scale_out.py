@@ -85,7 +85,7 @@ def test_bf16_compute_keeps_f32_params(quick_config, tmp_path):
   assert all(x.dtype == np.float32 for x in jax.tree.leaves(run.abstract_state.params))
   hlo = run.train_step.lower(run.abstract_state, run.abstract_batch()).as_text()
   # The dense layers' matrix products run in bf16 (the first conv may be lowered to shifted
-  # multiply-adds on CPU, see lepton_jax/ops/conv.py).
+  # multiply-adds on CPU, see lepton_jax/kernels/conv.py).
   assert re.search(r"dot_general.*tensor<[0-9x]*xbf16>", hlo), "no bf16 matrix product in the step"
   final = train.train_and_evaluate(quick_config, str(tmp_path / "run"), devices=jax.devices()[:1])
   assert final["accuracy"] > 0.3  # learns (chance is 0.1); the full-length figure is in README

@@ -10,9 +10,10 @@ import pytest
 
 from lepton_jax import optimizers, registry, steps, train_state
 from lepton_jax.config_defaults import base_config
-from lepton_jax.data import ops, tfds_source
+from lepton_jax.data import transforms
+from lepton_jax.data.info import DatasetInfo
 
-INFO = tfds_source.DatasetInfo(name="toy", input_key="features", input_shape=(6,),
+INFO = DatasetInfo(name="toy", input_key="features", input_shape=(6,),
                                input_dtype=np.float32, num_classes=3, split_sizes={"train": 64})
 
 
@@ -38,7 +39,7 @@ def build(config, accumulation_steps=1):
   experiment = registry.get("experiment", "classification")(config, INFO)
   model = train_state.build_model(config, experiment)
   tx, schedule = optimizers.build(config.optimizer, 100)
-  identity = ops.build(())
+  identity = transforms.build(())
   state = train_state.make_init_fn(model, tx, INFO, identity, use_ema=config.ema_decay > 0)(
       jax.random.PRNGKey(config.seed))
   train_step = jax.jit(steps.make_train_step(model, experiment, tx, schedule, identity, identity,

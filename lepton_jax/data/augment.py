@@ -5,7 +5,7 @@
     config.data.augment = ("random_resized_crop(scale=(0.35, 1.0))", "flip_lr")
 
 Every op acts on a batch of images (B, H, W[, C]) inside the jitted train step
-and draws independently per example from the step's rng (see ops.per_example):
+and draws independently per example from the step's rng (see transforms.per_example):
 the same rng gives the same output, and outputs keep the input's shape and
 dtype. `data.augment` runs after `data.preprocess`, so crops pad with 0, which
 is the mean colour once the images are normalized.
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lepton_jax import registry
-from lepton_jax.data import ops
+from lepton_jax.data import transforms
 from lepton_jax.errors import UserError
 
 DATASET = "dataset"  # the placeholder value for statistics of the training split
@@ -74,7 +74,7 @@ def random_crop(padding: int = 4, mode: str = "constant"):
     start = (dy, dx) + (0,) * (x.ndim - 2)
     return jax.lax.dynamic_slice(padded, start, x.shape[:2] + x.shape[2:])
 
-  return ops.per_example(crop)
+  return transforms.per_example(crop)
 
 
 @registry.register("op", "flip_lr")
@@ -87,7 +87,7 @@ def flip_lr(probability: float = 0.5):
     _image_axes(x)
     return jnp.where(jax.random.bernoulli(rng, probability), x[:, ::-1], x)
 
-  return ops.per_example(flip)
+  return transforms.per_example(flip)
 
 
 @registry.register("op", "random_resized_crop")
@@ -134,7 +134,7 @@ def random_resized_crop(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int =
                                       antialias=True)
     return _restore_dtype(y, x.dtype)
 
-  return ops.per_example(crop)
+  return transforms.per_example(crop)
 
 
 # ------------------------------------------------------------ dataset statistics
@@ -150,7 +150,7 @@ def needs_statistics(data_config) -> bool:
   """Whether data.preprocess or data.augment asks for dataset statistics."""
   for key in ("preprocess", "augment"):
     for spec in tuple(data_config.get(key, ()) or ()):
-      _, kwargs = ops.parse_spec(spec)
+      _, kwargs = transforms.parse_spec(spec)
       if any(isinstance(v, str) and v == DATASET for v in kwargs.values()):
         return True
   return False
@@ -225,7 +225,7 @@ def resolve_dataset_statistics(data_config, dataset, input_key: str = "image") -
       specs = tuple(data_config.get(key, ()) or ())
       resolved = []
       for spec in specs:
-        name, kwargs = ops.parse_spec(spec)
+        name, kwargs = transforms.parse_spec(spec)
         wanted = [k for k, v in kwargs.items() if isinstance(v, str) and v == DATASET]
         if not wanted:
           resolved.append(spec)

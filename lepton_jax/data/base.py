@@ -5,6 +5,7 @@ import functools
 import numpy as np
 
 from lepton_jax.data import tfds_source
+from lepton_jax.data.info import DatasetInfo
 
 
 class Dataset:
@@ -31,7 +32,7 @@ class Dataset:
   def builder(self):
     raise NotImplementedError(f"{type(self).__name__} must define builder()")
 
-  def info(self) -> tfds_source.DatasetInfo:
+  def info(self) -> DatasetInfo:
     raise NotImplementedError(f"{type(self).__name__} must define info()")
 
   def host_transform(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -55,11 +56,11 @@ def _once_per_instance(method):
   return wrapper
 
 
-def image_info(name, builder, input_description="") -> tfds_source.DatasetInfo:
+def image_info(name, builder, input_description="") -> DatasetInfo:
   """DatasetInfo of a tfds builder with 'image' and 'label' features."""
   features = builder.info.features
   label = features["label"]
-  return tfds_source.DatasetInfo(
+  return DatasetInfo(
       name=name,
       input_key="image",
       input_shape=tuple(features["image"].shape),

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from lepton_jax import registry
 from lepton_jax.data import base, tfds_source
+from lepton_jax.data.info import DatasetInfo
 
 # The fixed splits: a seeded permutation, the first `TEST_SIZE` examples for test.
 _SPLIT_SEED = 0
@@ -104,7 +105,7 @@ class BreastCancer(base.Dataset):
 
   def info(self):
     builder = self.builder()
-    return tfds_source.DatasetInfo(
+    return DatasetInfo(
         name="breast_cancer", input_key="features", input_shape=(30,), input_dtype=np.float32,
         num_classes=2, label_names=("malignant", "benign"),
         split_sizes={k: v.num_examples for k, v in builder.info.splits.items()},

@@ -35,6 +35,7 @@ from lepton_jax import registry
 from lepton_jax.data import base, tfds_source
 from lepton_jax.data.image_folder import fraction_tag, quiet_absl
 from lepton_jax.errors import UserError
+from lepton_jax.data.info import DatasetInfo
 
 VOCAB_SIZE = 256
 
@@ -186,7 +187,7 @@ class TextFiles(base.Dataset):
   def info(self):
     builder = self.builder()
     cfg = builder.builder_config
-    return tfds_source.DatasetInfo(
+    return DatasetInfo(
         name="text_files", input_key="tokens", input_shape=(cfg.seq_len,), input_dtype=np.int32,
         num_classes=VOCAB_SIZE, label_key="targets",
         split_sizes={k: v.num_examples for k, v in builder.info.splits.items()},

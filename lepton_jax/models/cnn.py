@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from lepton_jax import registry
 from lepton_jax.models.mlp import activation
-from lepton_jax.ops import conv, pooling
+from lepton_jax.kernels import conv, pooling
 
 
 @registry.register("model", "cnn")
@@ -28,8 +28,8 @@ class CNN(nn.Module):
   hidden_sizes: Sequence[int] = (64,)
   activation: str = "relu"
   dropout_rate: float = 0.0
-  pool_impl: str = "auto"  # lepton_jax.ops.pooling: fast gradients on XLA:CPU
-  conv_impl: str = "auto"  # lepton_jax.ops.conv: shifted multiply-adds for few input channels on CPU
+  pool_impl: str = "auto"  # lepton_jax.kernels.pooling: fast gradients on XLA:CPU
+  conv_impl: str = "auto"  # lepton_jax.kernels.conv: shifted multiply-adds for few input channels on CPU
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 

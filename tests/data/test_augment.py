@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lepton_jax.data import augment, ops
+from lepton_jax.data import augment, transforms
 from lepton_jax.errors import UserError
 
 OPS = ("random_crop(padding=4)", "flip_lr", "random_resized_crop", "random_resized_crop(scale=(0.35, 1.0))")
@@ -20,7 +20,7 @@ def images(dtype=np.float32, shape=(6, 16, 12, 3), seed=0):
 @pytest.mark.parametrize("spec", OPS)
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8])
 def test_ops_keep_shape_and_dtype_and_are_deterministic(spec, dtype):
-  op = jax.jit(ops.build([spec]))
+  op = jax.jit(transforms.build([spec]))
   x = images(dtype)
   a = op(x, jax.random.PRNGKey(1))
   assert a.shape == x.shape and a.dtype == x.dtype
@@ -33,7 +33,7 @@ def test_ops_keep_shape_and_dtype_and_are_deterministic(spec, dtype):
 
 
 def test_ops_compose_in_order_from_the_config():
-  fn = ops.build(("random_crop(padding=2)", "flip_lr"))
+  fn = transforms.build(("random_crop(padding=2)", "flip_lr"))
   x = images()
   rng = jax.random.PRNGKey(0)
   k1, k2 = jax.random.split(rng)
@@ -83,12 +83,12 @@ def test_bad_op_arguments_are_user_errors():
   for spec in ("random_crop(padding=-1)", "flip_lr(probability=2)",
                "random_resized_crop(scale=(0.5, 0.1))", "random_crop(size=3)"):
     with pytest.raises(UserError):
-      ops.build([spec])
+      transforms.build([spec])
 
 
 def test_unknown_op_lists_the_registered_ops():
   with pytest.raises(UserError) as e:
-    ops.build(["flip_rl"])
+    transforms.build(["flip_rl"])
   message = str(e.value)
   assert "unknown op 'flip_rl'" in message
   for name in ("flip_lr", "random_crop", "random_resized_crop", "normalize"):
@@ -138,7 +138,7 @@ def test_dataset_statistics_replace_the_placeholders_once(tmp_path):
   config = data_config(["normalize(mean='dataset', std='dataset')"], ["flip_lr"])
   config.lock()  # configs are locked: existing keys can still change
   assert augment.resolve_dataset_statistics(config, dataset)
-  name, kwargs = ops.parse_spec(config.preprocess[0])
+  name, kwargs = transforms.parse_spec(config.preprocess[0])
   expected = x.reshape(-1, 3) / 255.0
   assert name == "normalize"
   np.testing.assert_allclose(kwargs["mean"], expected.mean(0), rtol=1e-5)
@@ -146,7 +146,7 @@ def test_dataset_statistics_replace_the_placeholders_once(tmp_path):
   assert kwargs["std"][2] == 1.0
   assert config.augment == ("flip_lr",)
   # The resolved op normalizes the training images to mean 0, std 1 per channel.
-  y = np.asarray(ops.build(config.preprocess)(jnp.asarray(x), jax.random.PRNGKey(0)))
+  y = np.asarray(transforms.build(config.preprocess)(jnp.asarray(x), jax.random.PRNGKey(0)))
   np.testing.assert_allclose(y[..., :2].reshape(-1, 2).mean(0), 0.0, atol=1e-4)
   np.testing.assert_allclose(y[..., :2].reshape(-1, 2).std(0), 1.0, atol=1e-4)
   # Idempotent; and a second dataset load of the same data uses the cache.
@@ -154,7 +154,7 @@ def test_dataset_statistics_replace_the_placeholders_once(tmp_path):
   again = data_config(["normalize(mean='dataset', std=0.5)"])
   assert augment.resolve_dataset_statistics(again, dataset)
   assert dataset.reads == 1
-  assert ops.parse_spec(again.preprocess[0])[1]["std"] == 0.5
+  assert transforms.parse_spec(again.preprocess[0])[1]["std"] == 0.5
 
 
 def test_dataset_statistics_only_for_mean_and_std(tmp_path):

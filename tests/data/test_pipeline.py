@@ -4,6 +4,7 @@ import pytest
 
 from lepton_jax.data import base, pipeline, tfds_source
 from lepton_jax.errors import UserError
+from lepton_jax.data.info import DatasetInfo
 
 
 class ArrayDataset(base.Dataset):
@@ -14,7 +15,7 @@ class ArrayDataset(base.Dataset):
     self.x = np.arange(n, dtype=np.int32)
 
   def info(self):
-    return tfds_source.DatasetInfo("fake", "x", (), np.int32, 2, {"train": len(self.x), "test": len(self.x)})
+    return DatasetInfo("fake", "x", (), np.int32, 2, {"train": len(self.x), "test": len(self.x)})
 
   def read(self, split, shard_index=0, num_shards=1):
     sizes = tfds_source.shard_sizes(len(self.x), num_shards)

@@ -11,14 +11,14 @@ import optax
 import pytest
 
 from lepton_jax import config_lib, registry, train
-from lepton_jax.data import tfds_source
 from lepton_jax.errors import UserError
+from lepton_jax.data.info import DatasetInfo
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def lm_info(seq_len=5):
-  return tfds_source.DatasetInfo(name="text_files", input_key="tokens", input_shape=(seq_len,),
+  return DatasetInfo(name="text_files", input_key="tokens", input_shape=(seq_len,),
                                  input_dtype=np.int32, num_classes=256, label_key="targets",
                                  split_sizes={"train": 10, "validation": 3})
 
@@ -68,7 +68,7 @@ def test_confusion_metrics_and_non_token_data_are_refused():
     experiment(metrics=("loss", "f1"))
   with pytest.raises(UserError, match="unknown metric"):
     experiment(metrics=("bits_per_bite",))
-  image_info = tfds_source.DatasetInfo(name="mnist", input_key="image", input_shape=(28, 28, 1),
+  image_info = DatasetInfo(name="mnist", input_key="image", input_shape=(28, 28, 1),
                                        input_dtype=np.uint8, num_classes=10, split_sizes={})
   config = ml_collections.ConfigDict({"loss": {"name": "softmax_cross_entropy"}, "metrics": ("loss",)})
   with pytest.raises(UserError, match="integer token sequences"):

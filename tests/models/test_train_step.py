@@ -8,6 +8,7 @@ import pytest
 from lepton_jax import config_lib, registry, train
 from lepton_jax.config_defaults import base_config
 from lepton_jax.data import base, tfds_source
+from lepton_jax.data.info import DatasetInfo
 
 
 class _Synthetic(base.Dataset):
@@ -16,7 +17,7 @@ class _Synthetic(base.Dataset):
   input_key, shape, dtype, label_key, classes = "image", (16, 16, 3), np.uint8, "label", 4
 
   def info(self):
-    return tfds_source.DatasetInfo("synthetic", self.input_key, self.shape, self.dtype, self.classes,
+    return DatasetInfo("synthetic", self.input_key, self.shape, self.dtype, self.classes,
                                    {"train": 64, "test": 16}, label_key=self.label_key)
 
   def read(self, split, shard_index=0, num_shards=1):

@@ -1,4 +1,4 @@
-"""lepton_jax.ops.conv against flax.linen.Conv / lax.conv_general_dilated."""
+"""lepton_jax.kernels.conv against flax.linen.Conv / lax.conv_general_dilated."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lepton_jax.ops import conv
+from lepton_jax.kernels import conv
 
 
 def _normal(shape, dtype=np.float32, seed=0):

@@ -1,4 +1,4 @@
-"""lepton_jax.ops.pooling against flax.linen's reduce_window pooling.
+"""lepton_jax.kernels.pooling against flax.linen's reduce_window pooling.
 
 Each check jits forward and gradient together: XLA:CPU compiles dominate the
 run time, so one compile per (impl, case) keeps the file fast.
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lepton_jax.ops import pooling
+from lepton_jax.kernels import pooling
 
 # impls with their own code path ('auto' is one of them, tested separately)
 IMPLS = ("reduce_window", "reshape", "mask_vjp")

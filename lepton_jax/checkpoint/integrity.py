@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from lepton_jax.errors import UserError
-from lepton_jax.sharding import path_string
+from lepton_jax.parallel.sharding import path_string
 
 
 # ------------------------------------------------------------------ checksums

@@ -1,6 +1,6 @@
 """Named experiments: what turns a model + data into a loss and metrics.
 
-Installed as `lepton_jax.experiments`; importing it registers each experiment.
+Importing this package registers each built-in experiment.
 """
 
 from lepton_jax.experiments import classification

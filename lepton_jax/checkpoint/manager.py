@@ -49,9 +49,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from lepton_jax.checkpoint_checks import (check_fits, checksum_array, checksums_by_path,
+from lepton_jax.checkpoint.integrity import (check_fits, checksum_array, checksums_by_path,
                                           compile_checksums, metadata_shapes, verify_checksums)
-from lepton_jax.checkpoint_writer import WRITER_PRIORITIES, OrbaxThread, resolve_idle, state_handler
+from lepton_jax.checkpoint.writer import WRITER_PRIORITIES, OrbaxThread, resolve_idle, state_handler
 from lepton_jax.errors import UserError, warn
 
 STATE, META = "state", "meta"

@@ -14,10 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from lepton_jax.checkpoint_checks import describe_leaf, leaf_info, metadata_shapes, verify_checksums
-from lepton_jax.checkpointing import META, STATE, first_line
+from lepton_jax.checkpoint.integrity import describe_leaf, leaf_info, metadata_shapes, verify_checksums
+from lepton_jax.checkpoint.manager import META, STATE, first_line
 from lepton_jax.errors import UserError, warn
-from lepton_jax.sharding import path_string
+from lepton_jax.parallel.sharding import path_string
 
 
 def _complete_steps(directory: epath.Path) -> list[epath.Path]:

@@ -20,7 +20,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lepton_jax.errors import UserError
-from lepton_jax.mesh import AXES
+from lepton_jax.parallel.mesh import AXES
 
 ALWAYS_REPLICATED = ("step", "rng")
 
