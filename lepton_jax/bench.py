@@ -22,7 +22,9 @@ import time
 
 import jax
 
-from lepton_jax import config_lib, metric_writers, train
+from lepton_jax import config_lib, metric_writers
+from lepton_jax.train import loop
+from lepton_jax.train.feed import TrainFeed
 from lepton_jax.cli import CliParser, run_cli, split_overrides
 
 
@@ -36,16 +38,16 @@ def _median_interval(fn, steps: int, repeats: int) -> float:
   return statistics.median(_intervals(fn, steps, repeats))
 
 
-def bare_step_timer(run):
+def bare_step_timer(task, feed: TrainFeed):
   """fn(n) -> seconds for n bare train steps on one fixed on-device batch."""
-  batch = run.global_batch(run.train_data.batch(0))
-  holder = {"state": run.init_state(run.init_rng)}
+  batch = feed.to_device(feed.data.batch(0))
+  holder = {"state": task.init_state(task.init_rng)}
 
   def interval(n):
     s = holder["state"]
     t0 = time.perf_counter()
     for _ in range(n):
-      s, metrics = run.train_step(s, batch)
+      s, metrics = task.train_step(s, batch)
     jax.block_until_ready((s, metrics))
     holder["state"] = s
     return time.perf_counter() - t0
@@ -53,9 +55,8 @@ def bare_step_timer(run):
   return interval
 
 
-def time_input(run, steps: int, repeats: int) -> float:
+def time_input(feed: TrainFeed, steps: int, repeats: int) -> float:
   """Host time per step to produce the step's input arguments, as the run feeds them."""
-  feed, _, _ = run.train_feed(0)
 
   def interval(n):
     t0 = time.perf_counter()
@@ -64,10 +65,7 @@ def time_input(run, steps: int, repeats: int) -> float:
     jax.block_until_ready(args)
     return time.perf_counter() - t0
 
-  try:
-    return _median_interval(interval, steps, repeats)
-  finally:
-    feed.close()
+  return _median_interval(interval, steps, repeats)
 
 
 def time_loop(config, steps: int, repeats: int) -> tuple[list[float], list[float]]:
@@ -80,7 +78,7 @@ def time_loop(config, steps: int, repeats: int) -> tuple[list[float], list[float
     config.eval_every_steps = total
     config.checkpoint_every_steps = total
   with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
+    loop.train(config, workdir)
     rows = [r for r in metric_writers.read_metrics(workdir) if r["split"] == "train"][1:]
   return [r["step_time_ms"] / 1000 for r in rows], [r["input_wait_fraction"] for r in rows]
 
@@ -101,15 +99,16 @@ def main(argv: list[str]) -> int:
   parts = args.only or ["step", "input", "loop"]
   batch = config.batch_size
   results, step_times, loop_times, waits = {}, [], [], []
-  with tempfile.TemporaryDirectory() as workdir:
-    run = train.Run(config, workdir)
-    on_device = run.on_device_data()
-    print(f"{config.model.name} on {run.info.name}, global batch {batch}, "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of "
-          f"{args.rounds} rounds x {args.repeats} intervals x {args.steps} steps")
+  dataset, task = loop.build(config)
+  feed = TrainFeed(task, dataset, 0)
+  on_device = feed.on_device
+  print(f"{config.model.name} on {task.info.name}, global batch {batch}, "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of "
+        f"{args.rounds} rounds x {args.repeats} intervals x {args.steps} steps")
+  try:
     if "input" in parts:
-      results["input"] = time_input(run, args.steps, args.repeats)
-    bare_step = bare_step_timer(run) if "step" in parts else None
+      results["input"] = time_input(feed, args.steps, args.repeats)
+    bare_step = bare_step_timer(task, feed) if "step" in parts else None
     for _ in range(args.rounds if "loop" in parts else 1):
       if bare_step:
         step_times += _intervals(bare_step, args.steps, args.repeats)
@@ -117,6 +116,8 @@ def main(argv: list[str]) -> int:
         times, fractions = time_loop(config, args.steps, args.repeats)
         loop_times += times
         waits += fractions
+  finally:
+    feed.close()
   if step_times:
     results["step"] = statistics.median(step_times)
   if loop_times:

@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.0  # evaluate an exponential moving average of the params with this decay; 0: off
   c.init_from = ""  # start from this checkpoint (a workdir or a checkpoint step dir); '' = fresh
   c.init_from_params = ".*"  # regex on parameter paths: which parameters init_from loads
+  # Modules every entry point imports before it looks names up in the registry (your own models,
+  # datasets, experiments); recorded in the workdir's config.json, so predict/export/eval find them.
+  c.imports = ()  # module names, e.g. ('my_extensions',); their directory must be on PYTHONPATH
 
   c.perf = ml_collections.ConfigDict()
   c.perf.peak_flops = 0.0  # peak FLOP/s of one device for MFU; 0: known table, or measured on CPU

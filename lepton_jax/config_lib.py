@@ -8,6 +8,7 @@ closest valid keys, and a value must fit the type of the default it replaces.
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
 import os
@@ -52,6 +53,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
     raise UserError(f"{path}: get_config() must return an ml_collections.ConfigDict")
   check_required(config, path)
   config.lock()
+  import_modules(config)
   return config
 
 
@@ -161,6 +163,7 @@ def from_json_file(path: str) -> ml_collections.ConfigDict:
     raise UserError(f"{path} does not exist: is this a lepton_jax workdir? train into it first")
   config = ml_collections.ConfigDict(_tuplify(json.loads(p.read_text())))
   config.lock()
+  import_modules(config)
   return config
 
 
@@ -170,3 +173,24 @@ def _tuplify(tree):
   if isinstance(tree, list):
     return tuple(_tuplify(v) for v in tree)
   return tree
+
+
+def import_modules(config) -> None:
+  """Imports the modules `config.imports` names: a user's own models, datasets, experiments...
+
+  Every entry point loads its config through `load` or `from_json_file`, so each of them imports
+  these before it looks anything up in the registry, and a workdir's config.json records them.
+  """
+  for name in config.get("imports", ()) or ():
+    try:
+      importlib.import_module(name)
+    except ModuleNotFoundError as e:
+      if e.name and (name == e.name or name.startswith(e.name + ".")):
+        raise UserError(f"config.imports names module {name!r}, which Python cannot find; put the "
+                        "directory that holds it on PYTHONPATH") from e
+      raise UserError(f"importing {name!r} (config.imports) failed: {e}") from e
+    except UserError:
+      raise
+    except Exception as e:  # a user's module may raise anything
+      raise UserError(f"importing {name!r} (config.imports) failed: {type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}") from e

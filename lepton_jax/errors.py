@@ -20,3 +20,9 @@ def warn(message: str) -> None:
   """Prints `warning: <message>` to stderr, once per run (on process 0 only)."""
   if jax.process_index() == 0:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def first_line(e: BaseException) -> str:
+  """An exception's first line of text, for one-line messages (its type when it has none)."""
+  lines = str(e).strip().splitlines()
+  return lines[0][:300] if lines else type(e).__name__

@@ -17,115 +17,48 @@ names they are spelled with only [A-Za-z0-9._-] (`split_slug`).
 import csv
 import io
 import json
-import math
 import re
 
 import jax
 import numpy as np
 from etils import epath
 
-from lepton_jax.checkpoint import manager as checkpointing
-from lepton_jax.errors import UserError
-from lepton_jax.metric_writers import read_metrics
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def checkpoint_steps(checkpointer) -> list[int]:
-  """Every complete checkpoint step of `checkpointer`, ascending."""
-  all_steps = getattr(checkpointer, "all_steps", None)
-  steps = all_steps() if callable(all_steps) else checkpointer.manager.all_steps()
-  return sorted(int(s) for s in steps)
-
-
-def _read_json(path) -> dict:
-  try:
-    value = json.loads(epath.Path(path).read_text())
-  except (OSError, ValueError):
-    return {}
-  return value if isinstance(value, dict) else {}
-
-
-def checkpoint_meta(checkpointer, step: int) -> dict:
-  """The JSON `meta` item saved with checkpoint `step` ({} if unreadable)."""
-  return _read_json(epath.Path(checkpointer.directory) / str(step) / "meta" / "metadata")
-
-
-def checkpoint_metrics(checkpointer, step: int) -> dict:
-  """The eval metrics Orbax saved with checkpoint `step` when it evaluated ({} if none)."""
-  return _read_json(epath.Path(checkpointer.directory) / str(step) / "metrics" / "metrics")
-
-
-def _better(a: float, b: float, mode: str) -> bool:
-  return a > b if mode == "max" else a < b
-
-
-def best_step(workdir: str, checkpointer, metric: str, mode: str, split: str) -> tuple[int, float]:
-  """(step, value) of the kept checkpoint with the best `metric`.
-
-  The value of a checkpoint is the eval row of `split` at its exact step in
-  metrics.jsonl, else the eval metrics saved with it (its `metrics` item), else
-  those in its meta (the last evaluation before it). Ties go to the later step.
-  """
-  if mode not in ("max", "min"):
-    raise UserError(f"eval.best_mode={mode!r}: choose max or min")
-  rows = {r["step"]: r for r in read_metrics(workdir) if r.get("split") == split}
-  best = None
-  for step in checkpoint_steps(checkpointer):
-    value = rows.get(step, {}).get(metric)
-    if value is None:
-      value = checkpoint_metrics(checkpointer, step).get(metric)
-    if value is None:
-      value = (checkpoint_meta(checkpointer, step).get("metrics") or {}).get(metric)
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-      continue
-    if best is None or not _better(best[1], value, mode):
-      best = (step, float(value))
-  if best is None:
-    raise UserError(f"no checkpoint of {workdir} has an eval {metric!r} recorded (eval.best_metric); "
-                    "use --checkpoint latest or a step number")
-  return best
-
-
-def resolve_checkpoint(workdir: str, which, config=None, checkpointer=None) -> int:
-  """The step that `which` ('latest', 'best', or a step number) names in `workdir`."""
-  own = checkpointer is None
-  if own:
-    if not (epath.Path(workdir) / "checkpoints").exists():
-      raise UserError(f"no checkpoint in {workdir}: train into this workdir first "
-                      "(python -m lepton_jax.main --config ... --workdir ...)")
-    checkpointer = checkpointing.Checkpointer(workdir)
-  try:
-    steps = checkpoint_steps(checkpointer)
-    if not steps:
-      raise UserError(f"no complete checkpoint in {checkpointer.directory}: train into "
-                      f"{workdir} first")
-    which = "latest" if which in (None, "") else str(which)
-    if which == "latest":
-      return steps[-1]
-    if which == "best":
-      if config is None:
-        raise UserError("--checkpoint best needs the run's config (eval.best_metric)")
-      return best_step(workdir, checkpointer, config.eval.best_metric, config.eval.best_mode,
-                       config.eval.split)[0]
-    try:
-      step = int(which)
-    except ValueError:
-      raise UserError(f"--checkpoint {which!r}: write latest, best or a step number") from None
-    if step not in steps:
-      raise UserError(f"no checkpoint at step {step} in {checkpointer.directory}; kept steps: "
-                      f"{', '.join(map(str, steps))}")
-    return step
-  finally:
-    if own:
-      checkpointer.close()
+from lepton_jax import run_record, task as task_lib
+from lepton_jax.checkpoint import select
+from lepton_jax.checkpoint.manager import Checkpointer
+from lepton_jax.data import base as data_base, pipeline
 
 
 # ---------------------------------------------------------------- evaluation
 
-def eval_stats(run, state, split: str) -> dict:
-  """The experiment's eval statistics of `state` summed over every example of `split`."""
-  return run.eval_statistics(state, split)
+_add = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + y, a, b))
+
+
+class Evaluator:
+  """The experiment's eval statistics of a state over every example of a split."""
+
+  def __init__(self, task, dataset):
+    self.task, self.dataset = task, dataset
+
+  def statistics(self, state, split: str) -> dict[str, np.ndarray]:
+    """Sums (loss, count, confusion...) over every example of `split`, each exactly once."""
+    task = self.task
+    data = pipeline.EvalData(self.dataset, split, task.eval_batch_size, task.layout)
+    to_device = lambda batch: pipeline.make_global(batch, task.batch_sharding)  # noqa: E731
+    stats = None
+    for batch in pipeline.prefetch(data.batches(), to_device, task.config.data.prefetch):
+      batch_stats = task.eval_step(state, batch)
+      stats = batch_stats if stats is None else _add(stats, batch_stats)
+    stats = {k: np.asarray(v) for k, v in jax.device_get(stats).items()}
+    if int(round(float(stats["count"]))) != data.num_examples:
+      raise RuntimeError(f"evaluated {stats['count']} examples of {split!r}, expected "
+                         f"{data.num_examples}")
+    return stats
+
+  def evaluate(self, state, split: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(metrics, statistics) of `state` on `split`."""
+    stats = self.statistics(state, split)
+    return self.task.experiment.summarize(stats), stats
 
 
 def split_slug(split: str) -> str:
@@ -186,33 +119,27 @@ def write_results(workdir, split: str, step: int, metrics: dict, stats: dict,
   return paths
 
 
-def evaluate_checkpoint(run, step: int, split: str | None = None):
-  """(metrics, stats) of checkpoint `step` of `run.workdir` on `split`."""
-  split = split or run.config.eval.split
-  checkpointer = checkpointing.Checkpointer(str(run.workdir))
-  try:
-    abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
-    state = checkpointer.restore(abstract, step)
-  finally:
-    checkpointer.close()
-  stats = eval_stats(run, state, split)
-  return run.experiment.summarize(stats), stats
-
-
 def evaluate_workdir(config, workdir: str, checkpoint="latest", split: str | None = None,
                      write: bool = True, verbose: bool = True) -> dict:
-  """Evaluates checkpoint `checkpoint` (latest, best or a step) of `workdir` on
-  `split` (default config.eval.split); returns the metrics plus `step`."""
-  from lepton_jax import train
+  """Evaluates checkpoint `checkpoint` (latest, best or a step) of `workdir` on `split`
+  (default config.eval.split); returns the metrics plus `step`. Reads only that split."""
   split = split or config.eval.split
-  step = resolve_checkpoint(workdir, checkpoint, config)
-  run = train.Run(config, workdir)
-  run.info.split_size(split)  # an unknown split fails before the restore
-  metrics, stats = evaluate_checkpoint(run, step, split)
-  paths = {}
-  if write and run.is_primary:
-    paths = write_results(workdir, split, step, metrics, stats, run.info.label_names)
-  if verbose and run.is_primary:
+  step = select.resolve_checkpoint(workdir, checkpoint, config)
+  dataset = data_base.build(config.data)
+  info = dataset.info()
+  info.split_size(split)  # an unknown split fails before the restore
+  specs = run_record.op_specs(run_record.read(workdir), config)
+  task = task_lib.build(config, info, specs)
+  checkpointer = Checkpointer(workdir)
+  try:
+    state = checkpointer.restore(task.abstract_state, step)
+  finally:
+    checkpointer.close()
+  metrics, stats = Evaluator(task, dataset).evaluate(state, split)
+  is_primary = jax.process_index() == 0
+  paths = write_results(workdir, split, step, metrics, stats, info.label_names) if (
+      write and is_primary) else {}
+  if verbose and is_primary:
     n = int(round(float(stats["count"])))
     print(format_table(metrics, f"eval of {workdir} checkpoint {step} on {split!r} ({n:,} examples)"))
     for path in paths.values():

@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from lepton_jax import predict
+from lepton_jax import predict, run_record
 from lepton_jax.cli import CliParser, run_cli
 from lepton_jax.errors import UserError
 
@@ -59,12 +59,12 @@ def check_input_shape(workdir, record: dict) -> tuple:
 
 
 def export_model(predictor):
-  """The run's model as exported: portable layer implementations."""
+  """The run's model as exported: portable layer implementations (same parameters)."""
   model = predictor.model
-  if hasattr(model, "pool_impl") and getattr(model, "pool_impl") != "reduce_window":
-    model = model.clone(pool_impl="reduce_window")
-  if hasattr(model, "conv_impl") and getattr(model, "conv_impl") != "lax":
-    model = model.clone(conv_impl="lax")  # the portable formulation; same parameters
+  if model.has_field("pool_impl"):
+    model = model.replace(pool_impl="reduce_window")
+  if model.has_field("conv_impl"):
+    model = model.replace(conv_impl="lax")
   return model
 
 
@@ -216,7 +216,7 @@ def metadata(predictor, shape, dtype, host_note, platforms, files, verification,
 def export_workdir(workdir, out_dir, checkpoint="latest", platforms=DEFAULT_PLATFORMS,
                    saved_model: bool = True, verbose: bool = True) -> dict:
   """Exports checkpoint `checkpoint` of `workdir` into `out_dir`; returns the metadata."""
-  record = predict.read_run_record(workdir)
+  record = run_record.read(workdir)
   shape = check_input_shape(workdir, record)
   dtype = np.dtype(record["dataset"]["input_dtype"])
   platforms = tuple(platforms)
@@ -285,6 +285,8 @@ def _probe_batch(predictor, shape, dtype, n):
 
 
 def main(argv) -> int:
+  # Before TensorFlow is first imported (by the SavedModel writer): no C++ start-up chatter.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   p = CliParser(prog="python -m lepton_jax.export", description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="the trained run's workdir")
   p.add_argument("--out", required=True, help="directory for the exported artifacts")
@@ -303,5 +305,4 @@ def run(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   run()

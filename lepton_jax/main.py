@@ -11,8 +11,6 @@ command again to continue); 1 anything else (a bug: a traceback is printed).
 """
 
 import argparse
-import signal
-import threading
 
 from lepton_jax.cli import CliParser, run_cli, split_overrides
 from lepton_jax.errors import UserError
@@ -49,21 +47,6 @@ def initialize_distributed(args) -> None:
     jax.distributed.initialize()
 
 
-class StopFlag:
-  """Set by SIGTERM/SIGINT: the loop finishes its step, saves and exits."""
-
-  def __init__(self):
-    self.event = threading.Event()
-
-  def install(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, lambda *_: self.event.set())
-    return self
-
-  def __call__(self) -> bool:
-    return self.event.is_set()
-
-
 def main(argv: list[str]) -> int:
   rest, overrides = split_overrides(argv)
   args = build_parser().parse_args(rest)
@@ -75,18 +58,17 @@ def main(argv: list[str]) -> int:
     raise UserError("--config is required, e.g. --config configs/quickstart.py")
   if not args.workdir:
     raise UserError("--workdir is required: the directory for checkpoints and logs")
+  # Imported here, not at the top: --help and usage errors answer without loading JAX.
+  from lepton_jax import config_lib, evaluate, sweep, train
+  from lepton_jax.train.preemption import StopFlag
   if args.sweep:
     initialize_distributed(args)
-    from lepton_jax import sweep
     return sweep.run_sweep(args.config, args.workdir, overrides, mode=args.mode,
                            checkpoint=args.checkpoint, stop_requested=StopFlag().install())
-  from lepton_jax import config_lib
   config = config_lib.load(args.config)
   config_lib.apply_overrides(config, overrides)
   initialize_distributed(args)
-  from lepton_jax import train
   if args.mode == "eval":
-    from lepton_jax import evaluate
     evaluate.evaluate_workdir(config, args.workdir, checkpoint=args.checkpoint)
     return 0
   try:

@@ -36,51 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from lepton_jax import predict_inputs, sampling
+from lepton_jax import predict_inputs, sampling, task as task_lib
+from lepton_jax.checkpoint import select
+from lepton_jax.checkpoint.manager import Checkpointer
 from lepton_jax.cli import CliParser, run_cli
+from lepton_jax.data import base as data_base
 from lepton_jax.errors import UserError
-from lepton_jax.data.info import DatasetInfo
-
-LM_EXPERIMENTS = ("language_model", "lm", "causal_lm")
-
-
-# ---------------------------------------------------------------- the run's records
-
-def read_run_record(workdir) -> dict:
-  path = epath.Path(workdir) / "run.json"
-  if not path.exists():
-    raise UserError(f"{path} does not exist: is {workdir} a lepton_jax workdir? train into it first")
-  return json.loads(path.read_text())
-
-
-def load_config(workdir):
-  from lepton_jax import config_lib
-  return config_lib.from_json_file(str(epath.Path(workdir) / "config.json"))
-
-
-def dataset_info(record: dict):
-  """The DatasetInfo of a run, rebuilt from its run.json (no data is read)."""
-
-  d = record["dataset"]
-  shape = d.get("input_shape")
-  return DatasetInfo(
-      name=d["name"], input_key=d["input_key"],
-      input_shape=tuple(shape) if shape is not None else None,
-      input_dtype=np.dtype(d["input_dtype"]), num_classes=int(d["num_classes"]),
-      split_sizes=dict(d.get("split_sizes", {})), label_names=tuple(d.get("label_names", ())),
-      input_description=d.get("input_description", ""))
-
-
-def is_language_model(config, experiment, info) -> bool:
-  flag = getattr(experiment, "generative", None)
-  if flag is not None:
-    return bool(flag)
-  return config.experiment in LM_EXPERIMENTS or info.input_key == "tokens"
-
-
-def _has_host_transform(dataset) -> bool:
-  from lepton_jax.data import base
-  return type(dataset).host_transform is not base.Dataset.host_transform
 
 
 # ---------------------------------------------------------------- the predictor
@@ -89,30 +50,25 @@ class Predictor(predict_inputs.InputFiles):
   """A trained model with its preprocessing, ready for new raw inputs (read from files
   by the methods of `predict_inputs.InputFiles`)."""
 
-  def __init__(self, workdir, config, record, info, dataset, experiment, model, variables, step,
-               batch_size: int):
+  def __init__(self, workdir, task, dataset, variables: dict, step: int, batch_size: int):
     self.workdir = str(workdir)
-    self.config = config
-    self.record = record
-    self.info = info
+    self.task = task
+    self.config, self.info, self.experiment = task.config, task.info, task.experiment
+    self.model, self.preprocess = task.model, task.preprocess
     self.dataset = dataset
-    self.experiment = experiment
-    self.model = model
-    self.variables = variables
+    self.variables = variables  # {"params": ..., "model_state": ...} of the restored checkpoint
     self.step = step
     self.batch_size = int(batch_size)
-    from lepton_jax.data import transforms
-    self.preprocess = transforms.build(config.data.preprocess)
     self._apply = jax.jit(self.apply_fn())  # variables as an argument, not compiled-in constants
 
   # -- facts
   @property
   def binary(self) -> bool:
-    return bool(getattr(self.experiment, "binary", False))
+    return self.experiment.binary
 
   @property
   def language_model(self) -> bool:
-    return is_language_model(self.config, self.experiment, self.info)
+    return self.experiment.generative
 
   @property
   def input_shape(self) -> tuple:
@@ -131,7 +87,7 @@ class Predictor(predict_inputs.InputFiles):
 
   @property
   def has_host_transform(self) -> bool:
-    return _has_host_transform(self.dataset)
+    return type(self.dataset).host_transform is not data_base.Dataset.host_transform
 
   # -- the computation
   def host_transform(self, x: np.ndarray) -> np.ndarray:
@@ -149,7 +105,7 @@ class Predictor(predict_inputs.InputFiles):
       if host_transform is not None:
         x = host_transform(x)
       x = preprocess(x, jax.random.PRNGKey(0))
-      outputs = model.apply(variables, x, train=False)
+      outputs, _ = model.apply(variables["params"], variables["model_state"], x, train=False)
       return experiment.probabilities(outputs).astype(jnp.float32)
 
     return fn
@@ -213,7 +169,7 @@ class Predictor(predict_inputs.InputFiles):
       if owner is not None and callable(getattr(owner, "encode", None)) and callable(
           getattr(owner, "decode", None)):
         return owner
-    if self.info.num_classes >= 256 or int(getattr(self.model, "vocab_size", 0)) >= 256:
+    if self.info.num_classes >= 256 or int(getattr(self.model.module, "vocab_size", 0)) >= 256:
       return sampling.ByteCodec()
     raise UserError(f"dataset {self.info.name!r} defines no encode/decode for text and its vocabulary "
                     f"({self.info.num_classes}) is smaller than bytes")
@@ -225,7 +181,8 @@ class Predictor(predict_inputs.InputFiles):
       variables, model, preprocess = self.variables, self.model, self.preprocess
 
       def fn(tokens):
-        return model.apply(variables, preprocess(tokens, jax.random.PRNGKey(0)), train=False)
+        x = preprocess(tokens, jax.random.PRNGKey(0))
+        return model.apply(variables["params"], variables["model_state"], x, train=False)[0]
 
       self._logits_fn = fn
     return self._logits_fn
@@ -236,49 +193,26 @@ class Predictor(predict_inputs.InputFiles):
     codec = self.codec
     # The window never exceeds the length the model was trained on (learned positions
     # cannot go further; rotary ones were not trained to).
-    max_len = getattr(self.model, "max_len", None) or (self.info.input_shape or (None,))[0]
+    max_len = getattr(self.model.module, "max_len", None) or (self.info.input_shape or (None,))[0]
     new = sampling.sample(self.logits_fn(), codec.encode(prompt), max_new_tokens,
                           temperature=temperature, top_k=top_k, seed=seed, max_len=max_len)
     return codec.decode(new)
 
 
-def restore_variables(workdir, config, record, info, checkpoint="latest"):
-  """(experiment, model, variables, step) of checkpoint `checkpoint` of `workdir`,
-  restored onto the first local device."""
-  from lepton_jax import evaluate, optimizers, registry, train_state
-  from lepton_jax.checkpoint import manager as checkpointing
-  from lepton_jax.data import transforms
-  step = evaluate.resolve_checkpoint(workdir, checkpoint, config)
-  experiment = registry.get("experiment", config.experiment)(config, info)
-  model = train_state.build_model(config, experiment)
-  tx, _ = optimizers.build(config.optimizer, int(record.get("total_steps", 1)))
-  if info.input_shape is None:
-    raise UserError(f"the input shape of {workdir}'s model is unknown (run.json has none)")
-  init_fn = train_state.make_init_fn(model, tx, info, transforms.build(config.data.preprocess),
-                                     use_ema=config.ema_decay > 0)
-  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-  checkpointer = checkpointing.Checkpointer(str(workdir))
-  try:
-    state = checkpointer.restore(abstract, step)
-  finally:
-    checkpointer.close()
-  params = state.ema_params if state.ema_params is not None else state.params
-  return experiment, model, {"params": params, **state.model_state}, step
-
-
 def load(workdir, checkpoint="latest", batch_size: int | None = None) -> Predictor:
   """The Predictor of checkpoint `checkpoint` (latest, best or a step) of `workdir`."""
-  from lepton_jax import registry
-  config = load_config(workdir)
-  record = read_run_record(workdir)
-  info = dataset_info(record)
-  dataset = registry.get("dataset", config.data.name)(config.data)
-  experiment, model, variables, step = restore_variables(workdir, config, record, info, checkpoint)
-  batch_size = batch_size or config.eval.batch_size or config.batch_size
-  return Predictor(workdir, config, record, info, dataset, experiment, model, variables, step,
-                   batch_size)
+  task = task_lib.from_workdir(workdir)
+  config = task.config
+  step = select.resolve_checkpoint(workdir, checkpoint, config)
+  checkpointer = Checkpointer(str(workdir))
+  try:
+    state = checkpointer.restore(task.abstract_state, step)
+  finally:
+    checkpointer.close()
+  variables = {"params": state.eval_params(), "model_state": state.model_state}
+  dataset = data_base.build(config.data)
+  batch_size = batch_size or task.eval_batch_size
+  return Predictor(workdir, task, dataset, variables, step, batch_size)
 
 
 # ---------------------------------------------------------------- the command line

@@ -21,9 +21,11 @@ import json
 import math
 import time
 
+import jax
 import numpy as np
 from etils import epath
 
+from lepton_jax import evaluate, registry, run_record
 from lepton_jax.cli import CliParser, run_cli
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import format_duration, read_metrics
@@ -279,30 +281,11 @@ def summary_markdown(facts: dict, plots: dict) -> str:
 
 # ---------------------------------------------------------------- the report
 
-def _confusion_for(workdir, config, run=None, state=None, checkpoint="latest", compute=True):
+def _confusion_for(workdir, config, checkpoint="latest", compute=True):
   """(label_names, counts, source) for config.eval.split, or None."""
-  from lepton_jax import evaluate
-  split = config.eval.split
-  path = evaluate.confusion_csv_path(workdir, split)
-  if path.exists() and run is None:
-    names, counts = evaluate.read_confusion_csv(path)
-    return names, counts, str(path)
-  if not compute:
-    return None
-  if run is not None:  # end of training: the final state, with the run's compiled eval step
-    if run.info.num_classes > MAX_CONFUSION_CLASSES:
-      return None
-    step = int(np.asarray(state.step))
-    if run.last_eval is not None and run.last_eval[:2] == (split, step):
-      stats = run.last_eval[2]  # the final eval of the loop: no second pass
-    else:
-      stats = evaluate.eval_stats(run, state, split)
-    if "confusion" not in stats:
-      return None
-    metrics = run.experiment.summarize(stats)
-    evaluate.write_results(workdir, split, step, metrics, stats, run.info.label_names)
-  else:
-    evaluate.evaluate_workdir(config, str(workdir), checkpoint, split, verbose=False)
+  path = evaluate.confusion_csv_path(workdir, config.eval.split)
+  if not path.exists() and compute:
+    evaluate.evaluate_workdir(config, str(workdir), checkpoint, config.eval.split, verbose=False)
   if not path.exists():
     return None
   names, counts = evaluate.read_confusion_csv(path)
@@ -311,23 +294,19 @@ def _confusion_for(workdir, config, run=None, state=None, checkpoint="latest", c
 
 def has_confusion(config) -> bool:
   """Whether the run's experiment counts a confusion matrix (the classification family)."""
-  from lepton_jax import registry
-  from lepton_jax.experiments.classification import Classification
   try:
-    cls = registry.get("experiment", config.experiment)
+    return bool(registry.get("experiment", config.experiment).has_confusion)
   except UserError:
     return False
-  return isinstance(cls, type) and issubclass(cls, Classification)
 
 
-def write_report(workdir, config=None, *, run=None, state=None, wall_seconds=None,
-                 checkpoint="latest", compute_confusion: bool = True, verbose: bool = True) -> dict:
+def write_report(workdir, config=None, *, wall_seconds=None, checkpoint="latest",
+                 compute_confusion: bool = True, verbose: bool = True) -> dict:
   """Writes the plots, summary.md and summary.json of `workdir`; returns
   {'plots': {name: what the axes hold}, 'summary': path, 'facts': {...}}."""
   workdir = epath.Path(workdir)
   if config is None:
-    from lepton_jax import config_lib
-    config = config_lib.from_json_file(str(workdir / "config.json"))
+    config = run_record.read_config(str(workdir))
   rows = read_metrics(str(workdir))
   if not rows:
     raise UserError(f"{workdir / 'metrics.jsonl'} is missing or empty: nothing to plot; train first")
@@ -344,12 +323,11 @@ def write_report(workdir, config=None, *, run=None, state=None, wall_seconds=Non
   confusion = None
   if has_confusion(config):
     try:
-      confusion = _confusion_for(workdir, config, run, state, checkpoint, compute_confusion)
+      confusion = _confusion_for(workdir, config, checkpoint, compute_confusion)
     except UserError as e:  # e.g. no checkpoint: the curves are still worth having
       if verbose:
         print(f"note: no confusion matrix: {e}")
   if confusion is not None:
-    from lepton_jax import evaluate
     names, counts, source = confusion
     if len(names) <= MAX_CONFUSION_CLASSES:
       slug = evaluate.split_slug(config.eval.split)
@@ -365,13 +343,17 @@ def write_report(workdir, config=None, *, run=None, state=None, wall_seconds=Non
   return {"plots": plots, "summary": str(workdir / "summary.md"), "facts": facts}
 
 
-def after_training(run, state, wall_seconds: float) -> dict:
-  """Called by train_and_evaluate on process 0 when training ends."""
-  import jax
+def after_training(workdir, config, result) -> dict:
+  """Called when training ends (process 0): the final evaluation's files (from the sums the
+  loop already has: no second pass), then the plots and summary."""
+  stats = result.eval_stats
+  if stats is not None and "confusion" in stats:
+    label_names = run_record.dataset_info(run_record.read(workdir)).label_names
+    evaluate.write_results(workdir, config.eval.split, result.step, result.metrics, stats,
+                           label_names)
   # The confusion pass is a collective over every process: only single-process runs do it here
   # (python -m lepton_jax.report computes it from the checkpoint later).
-  return write_report(run.workdir, run.config, run=run if jax.process_count() == 1 else None,
-                      state=state, wall_seconds=wall_seconds,
+  return write_report(workdir, config, wall_seconds=result.wall_seconds,
                       compute_confusion=jax.process_count() == 1, verbose=False)
 
 

@@ -18,13 +18,10 @@ def _micro_batches(batch, k: int):
 
 def make_train_step(model, experiment, tx, schedule, preprocess, augment, input_key: str,
                     accumulation_steps: int = 1, ema_decay: float = 0.0):
-  """train_step(state, batch) -> (state, metrics)."""
+  """train_step(state, batch) -> (state, metrics); `model` is a modeling.LinenModel."""
 
   def loss_fn(params, model_state, batch, x, dropout_rng):
-    mutable = list(model_state.keys())
-    outputs = model.apply({"params": params, **model_state}, x, train=True,
-                          rngs={"dropout": dropout_rng}, mutable=mutable or False)
-    outputs, new_model_state = outputs if mutable else (outputs, {})
+    outputs, new_model_state = model.apply(params, model_state, x, train=True, rng=dropout_rng)
     per_example = experiment.loss(outputs, batch)
     return per_example.mean(), (outputs, per_example, new_model_state)
 
@@ -74,8 +71,7 @@ def make_eval_step(model, experiment, preprocess, input_key: str):
 
   def eval_step(state: TrainState, batch):
     x = preprocess(batch[input_key], jax.random.PRNGKey(0))
-    params = state.ema_params if state.ema_params is not None else state.params
-    outputs = model.apply({"params": params, **state.model_state}, x, train=False)
+    outputs, _ = model.apply(state.eval_params(), state.model_state, x, train=False)
     return experiment.eval_statistics(outputs, batch, batch["mask"])
 
   return eval_step

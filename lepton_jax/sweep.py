@@ -219,10 +219,10 @@ def run_sweep(config_spec: str, workdir: str, overrides=(), *, mode: str = "trai
               checkpoint: str = "latest", stop_requested=None, devices=None) -> int:
   """Runs (or evaluates) every point of the config's sweep; returns the exit status."""
   import jax
-  from lepton_jax import train
+  from lepton_jax import run_record, train
   primary = jax.process_index() == 0
   entries = plan(config_spec, workdir, list(overrides))
-  root = train.prepare_workdir(workdir)
+  root = run_record.prepare(workdir)
   say = print if primary else (lambda *a, **k: None)
   commands = "\n".join(f"# point {e['index']}: {json.dumps(e['point'], default=str)}\n{e['command']}"
                        for e in entries)

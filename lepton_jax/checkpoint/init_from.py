@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from lepton_jax.checkpoint.integrity import describe_leaf, leaf_info, metadata_shapes, verify_checksums
-from lepton_jax.checkpoint.manager import META, STATE, first_line
+from lepton_jax.checkpoint.manager import META, STATE, describe
 from lepton_jax.errors import UserError, warn
 from lepton_jax.parallel.sharding import path_string
 
@@ -89,8 +89,8 @@ def load_init_from(path_str: str, regex: str, abstract_state, state):
     try:
       saved = metadata_shapes(item)
     except Exception as e:
-      errors.append(f"{step_dir}: {first_line(e)}")
-      warn(f"init_from: checkpoint {step_dir} is unreadable ({first_line(e)}); trying the one "
+      errors.append(f"{step_dir}: {describe(e)}")
+      warn(f"init_from: checkpoint {step_dir} is unreadable ({describe(e)}); trying the one "
            "before it")
       continue
     for path, leaf in chosen.items():
@@ -110,8 +110,8 @@ def load_init_from(path_str: str, regex: str, abstract_state, state):
             partial_restore=True))
       verify_checksums(loaded, _read_meta(step_dir))
     except Exception as e:
-      errors.append(f"{step_dir}: {first_line(e)}")
-      warn(f"init_from: checkpoint {step_dir} is unreadable ({first_line(e)}); trying the one "
+      errors.append(f"{step_dir}: {describe(e)}")
+      warn(f"init_from: checkpoint {step_dir} is unreadable ({describe(e)}); trying the one "
            "before it")
       continue
     flat_loaded = {path_string(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}

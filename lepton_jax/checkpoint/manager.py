@@ -39,7 +39,6 @@ Guarantees:
 import dataclasses
 import logging
 import math
-import os
 import time
 
 import jax
@@ -52,7 +51,8 @@ from jax.experimental import multihost_utils
 from lepton_jax.checkpoint.integrity import (check_fits, checksum_array, checksums_by_path,
                                           compile_checksums, metadata_shapes, verify_checksums)
 from lepton_jax.checkpoint.writer import WRITER_PRIORITIES, OrbaxThread, resolve_idle, state_handler
-from lepton_jax.errors import UserError, warn
+from lepton_jax.errors import UserError, first_line, warn
+from lepton_jax.run_record import absolute_path
 
 STATE, META = "state", "meta"
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -65,12 +65,16 @@ class _QuietMissingMetrics(logging.Filter):
     return "did not provide metrics" not in record.getMessage()
 
 
-logging.getLogger("absl").addFilter(_QuietMissingMetrics())
+def _quiet_orbax() -> None:
+  """Installs the filter once, when the first Checkpointer opens (not at import)."""
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(f, _QuietMissingMetrics) for f in absl_logger.filters):
+    absl_logger.addFilter(_QuietMissingMetrics())
 
 
-def first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+def describe(e: BaseException) -> str:
+  """`Type: first line` of an exception, for one-line warnings."""
+  return f"{type(e).__name__}: {first_line(e)}"
 
 
 @dataclasses.dataclass
@@ -101,6 +105,7 @@ class Checkpointer:
     if writer_priority not in WRITER_PRIORITIES:
       raise UserError(f"checkpoint.writer_priority={writer_priority!r}: choose one of "
                       f"{', '.join(WRITER_PRIORITIES)}")
+    _quiet_orbax()
     self.workdir = absolute_path(workdir)
     self.directory = self.workdir / "checkpoints"
     self.best_metric, self.best_mode = best_metric, best_mode
@@ -207,7 +212,7 @@ class Checkpointer:
     try:
       self._finish_pending()
     except Exception as e:  # noqa: BLE001  (close runs in `finally`: don't hide the first error)
-      warn(f"the last checkpoint could not be saved ({first_line(e)})")
+      warn(f"the last checkpoint could not be saved ({describe(e)})")
     self.manager.close()
     self._writer.close()
 
@@ -255,7 +260,7 @@ class Checkpointer:
         shapes = self.state_metadata(step)
       except Exception as e:  # any failure to read it means the step is unusable
         unreadable.append(step)
-        warn(f"checkpoint {path} is unreadable ({first_line(e)}); trying the one before it")
+        warn(f"checkpoint {path} is unreadable ({describe(e)}); trying the one before it")
         continue
       check_fits(shapes, abstract_state, path)
       try:
@@ -265,7 +270,7 @@ class Checkpointer:
           raise ValueError(f"its state is at step {int(jax.device_get(state.step))}")
       except Exception as e:
         unreadable.append(step)
-        warn(f"checkpoint {path} is unreadable ({first_line(e)}); trying the one before it")
+        warn(f"checkpoint {path} is unreadable ({describe(e)}); trying the one before it")
         continue
       if unreadable:
         self._set_aside(unreadable)
@@ -287,7 +292,7 @@ class Checkpointer:
           warn(f"moved unreadable checkpoint {source} to {target}")
         except Exception as e:  # e.g. gs:// has no directory rename
           self.manager.delete(step)
-          warn(f"deleted unreadable checkpoint {source} (could not move it: {first_line(e)})")
+          warn(f"deleted unreadable checkpoint {source} (could not move it: {describe(e)})")
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("lepton_jax:checkpoints_set_aside")
     self.manager.reload()
@@ -303,68 +308,10 @@ def abstract_with_shardings(abstract_state, shardings):
                       abstract_state, shardings)
 
 
-# ------------------------------------------------- exact resume of the metrics
-
-def history_to_json(history) -> list[dict]:
-  """Train metrics of steps not yet logged (host values), for the checkpoint's meta."""
-  rows = []
-  for step, metrics in history:
-    metrics = jax.device_get(metrics)
-    rows.append({"step": int(step),
-                 "values": {k: np.asarray(v).item() for k, v in metrics.items()},
-                 "dtypes": {k: np.asarray(v).dtype.name for k, v in metrics.items()}})
-  return rows
-
-
-def history_from_json(rows) -> list[tuple[int, dict]]:
-  """Inverse of history_to_json: the same values with the same dtypes (so the
-  next logged means are bit-identical to those of an uninterrupted run)."""
-  return [(int(r["step"]), {k: np.asarray(v, dtype=r["dtypes"][k]) for k, v in r["values"].items()})
-          for r in rows or []]
-
-
 def _plain(metrics: dict) -> dict:
+  """Metrics as JSON scalars (Orbax writes them with the checkpoint)."""
   out = {}
   for k, v in metrics.items():
     v = v.item() if hasattr(v, "item") else v
     out[k] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
   return out
-
-
-# ----------------------------------------------------------------- preemption
-
-def reached_preemption_sync_point(step: int) -> bool:
-  """True at the step all hosts agreed to save at after a preemption notice.
-
-  Only meaningful on multi-process runs started with jax.distributed (the
-  preemption service runs there); False otherwise.
-  """
-  if jax.process_count() == 1:
-    return False
-  try:
-    return bool(multihost_utils.reached_preemption_sync_point(step))
-  except RuntimeError:  # preemption service disabled (jax_enable_preemption_service)
-    return False
-
-
-def should_stop(step: int, stop_requested, exchange: bool) -> bool:
-  """Whether to save and exit after `step`; the same answer on every process.
-
-  One process: the stop flag (SIGTERM/SIGINT). Several: JAX's preemption sync
-  point (checked every step), and, at steps where `exchange` is true (the same
-  steps on every process), whether any process's flag is set.
-  """
-  local = bool(stop_requested()) if stop_requested is not None else False
-  if jax.process_count() == 1:
-    return local
-  stop = reached_preemption_sync_point(step)
-  if exchange:
-    flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
-    stop = stop or bool(np.any(flags))
-  return stop
-
-
-def absolute_path(path: str) -> epath.Path:
-  """`path` made absolute if local (Orbax refuses relative paths); gs:// etc. as given."""
-  text = str(path)
-  return epath.Path(text if "://" in text else os.path.abspath(os.path.expanduser(text)))

@@ -1,4 +1,4 @@
-"""Augmentation ops (kind "op") and normalization by dataset statistics.
+"""Augmentation ops (kind "op").
 
     config.data.preprocess = ("normalize(mean='dataset', std='dataset')",)
     config.data.augment = ("random_crop(padding=4)", "flip_lr")
@@ -9,22 +9,9 @@ and draws independently per example from the step's rng (see transforms.per_exam
 the same rng gives the same output, and outputs keep the input's shape and
 dtype. `data.augment` runs after `data.preprocess`, so crops pad with 0, which
 is the mean colour once the images are normalized.
-
-Dataset statistics. `normalize(mean='dataset', std='dataset')` (either or both)
-asks for the per-channel mean and standard deviation of the training split
-(data.train_split), in units of x / max_value. `resolve_dataset_statistics`
-computes them once on the host when the dataset is loaded (a dataset's
-`info()` calls it) and rewrites the spec in `config.data` in place to the
-numbers, e.g. "normalize(mean=(0.4914, 0.4822, 0.4465), std=(...))". The train
-loop builds its ops from the resolved spec and writes it to the run's
-config.json, so evaluation and predict reuse the very same numbers without
-reading the training data again. The statistics are also cached next to the
-prepared tfds data (lepton_statistics.json), so later runs skip the pass.
 """
 
-import json
 import math
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +20,6 @@ import numpy as np
 from lepton_jax import registry
 from lepton_jax.data import transforms
 from lepton_jax.errors import UserError
-
-DATASET = "dataset"  # the placeholder value for statistics of the training split
-_STAT_KEYS = ("mean", "std")
-
 
 # --------------------------------------------------------------------------- ops
 
@@ -135,113 +118,3 @@ def random_resized_crop(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int =
     return _restore_dtype(y, x.dtype)
 
   return transforms.per_example(crop)
-
-
-# ------------------------------------------------------------ dataset statistics
-
-
-def _format_spec(name: str, kwargs: dict) -> str:
-  if not kwargs:
-    return name
-  return f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-
-
-def needs_statistics(data_config) -> bool:
-  """Whether data.preprocess or data.augment asks for dataset statistics."""
-  for key in ("preprocess", "augment"):
-    for spec in tuple(data_config.get(key, ()) or ()):
-      _, kwargs = transforms.parse_spec(spec)
-      if any(isinstance(v, str) and v == DATASET for v in kwargs.values()):
-        return True
-  return False
-
-
-def channel_statistics(dataset, split: str, input_key: str = "image", max_value: float = 255.0,
-                       chunk: int = 2048) -> tuple[tuple, tuple]:
-  """Per-channel (last axis) mean and std of x / max_value over a whole split.
-
-  Streams the split in chunks and sums in float64, so it needs little memory
-  and gives the same numbers on every host. Inputs that are not images or
-  feature vectors (e.g. (H, W) without a channel axis) get one scalar each.
-  """
-  import tensorflow_datasets as tfds
-  builder = dataset.builder()
-  ds = builder.as_dataset(split=split, batch_size=chunk, shuffle_files=False)
-  total = sq = None
-  count = 0
-  for arrays in tfds.as_numpy(ds):
-    arrays = dataset.host_transform(dict(arrays))
-    x = np.asarray(arrays[input_key], np.float64) / max_value
-    per_channel = x.ndim in (2, 4)  # (N, F) features or (N, H, W, C) images
-    x = x.reshape(-1, x.shape[-1]) if per_channel else x.reshape(-1, 1)
-    total = x.sum(0) if total is None else total + x.sum(0)
-    sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
-    count += x.shape[0]
-  if not count:
-    raise UserError(f"cannot compute dataset statistics: split {split!r} is empty")
-  mean = total / count
-  std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
-  std = np.where(std > 1e-8, std, 1.0)  # a constant channel: leave its scale alone
-  as_tuple = lambda a: tuple(float(f"{v:.6g}") for v in a)  # noqa: E731
-  return as_tuple(mean), as_tuple(std)
-
-
-def _cached_statistics(dataset, split, input_key, max_value):
-  """channel_statistics, cached in the prepared dataset's folder when it is writable."""
-  key = f"{split}|{input_key}|{max_value}"
-  path = None
-  try:
-    from etils import epath
-    path = epath.Path(str(dataset.builder().data_dir)) / "lepton_statistics.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-  except Exception:  # unreadable cache: recompute
-    cache = {}
-  if key in cache:
-    return tuple(cache[key]["mean"]), tuple(cache[key]["std"])
-  mean, std = channel_statistics(dataset, split, input_key, max_value)
-  if path is not None:
-    try:
-      cache[key] = {"mean": list(mean), "std": list(std)}
-      path.write_text(json.dumps(cache, indent=1))
-    except Exception:  # read-only data dir: fine, just not cached
-      pass
-  return mean, std
-
-
-def resolve_dataset_statistics(data_config, dataset, input_key: str = "image") -> bool:
-  """Rewrites 'dataset' placeholders of data.preprocess/data.augment to numbers.
-
-  Called by train.Run once it has loaded the dataset, for every dataset;
-  idempotent: once resolved, the specs hold numbers and later calls do nothing. Returns whether it changed
-  the config.
-  """
-  if getattr(dataset, "_resolving", False) or not needs_statistics(data_config):
-    return False
-  split = str(data_config.get("train_split", "train"))
-  dataset._resolving = True
-  try:
-    changed = False
-    for key in ("preprocess", "augment"):
-      specs = tuple(data_config.get(key, ()) or ())
-      resolved = []
-      for spec in specs:
-        name, kwargs = transforms.parse_spec(spec)
-        wanted = [k for k, v in kwargs.items() if isinstance(v, str) and v == DATASET]
-        if not wanted:
-          resolved.append(spec)
-          continue
-        bad = [k for k in wanted if k not in _STAT_KEYS]
-        if bad:
-          raise UserError(f"op {spec!r}: only mean and std can be 'dataset', not {', '.join(bad)}")
-        mean, std = _cached_statistics(dataset, split, input_key,
-                                       float(kwargs.get("max_value", 255.0)))
-        stats = {"mean": mean, "std": std}
-        kwargs = {k: (stats[k] if k in wanted else v) for k, v in kwargs.items()}
-        resolved.append(_format_spec(name, kwargs))
-        changed = True
-        print(f"data: {name} uses {split!r} statistics mean={mean} std={std}", file=sys.stderr)
-      if tuple(resolved) != specs:
-        data_config[key] = tuple(resolved)
-    return changed
-  finally:
-    dataset._resolving = False

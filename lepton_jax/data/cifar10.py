@@ -178,6 +178,8 @@ class Cifar10FromPython(tfds.image_classification.Cifar10, skip_registration=Tru
 class Cifar10(base.Dataset):
   """CIFAR-10 50,000 train / 10,000 test 32x32 colour images (tfds; offline via data.manual_dir)."""
 
+  defaults = {"verify_checksums": True}  # the original files' checksums (off for re-packed copies)
+
   def builder(self):
     return tfds_source.offline_or_download(self.config, "cifar10", Cifar10FromPython, ARCHIVE)
 

@@ -137,13 +137,13 @@ def load_image(path: str, image_size: tuple, channels: int) -> np.ndarray:
 
 
 def _check_settings(data_config) -> tuple[tuple, int, float]:
-  size = tuple(data_config.get("image_size", (224, 224)))
+  size = tuple(data_config.image_size)
   if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
     raise UserError(f"data.image_size must be (height, width) of positive integers, got {size!r}")
-  channels = data_config.get("channels", 3)
+  channels = data_config.channels
   if channels not in (1, 3):
     raise UserError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
-  fraction = float(data_config.get("validation_fraction", 0.2))
+  fraction = float(data_config.validation_fraction)
   if not 0.0 < fraction < 1.0:
     raise UserError(f"data.validation_fraction must be between 0 and 1 (exclusive), got {fraction}")
   return size, int(channels), fraction
@@ -234,6 +234,8 @@ def quiet_absl():
 @registry.register("dataset", "image_folder")
 class ImageFolder(base.Dataset):
   """A class-per-sub-folder image directory (data.manual_dir), resized to data.image_size."""
+
+  defaults = {"image_size": (224, 224), "channels": 3, "validation_fraction": 0.2}
 
   def builder(self):
     manual_dir = str(self.config.get("manual_dir") or "")

@@ -5,6 +5,8 @@ import dataclasses
 import types
 from typing import Any
 
+import numpy as np
+
 from lepton_jax.errors import UserError
 
 
@@ -38,3 +40,21 @@ class DatasetInfo:
         return sum(len(range(self.split_sizes[p.splitname])[p.from_:p.to]) for p in parts)
     raise UserError(f"dataset {self.name!r} has no split {split!r}; splits are "
                     f"{', '.join(sorted(self.split_sizes))} (slices like 'test[:1000]' work too)")
+
+  def to_dict(self) -> dict:
+    """JSON-able facts (run.json's `dataset`)."""
+    return {"name": self.name, "input_key": self.input_key,
+            "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+            "input_dtype": np.dtype(self.input_dtype).name, "num_classes": self.num_classes,
+            "label_names": list(self.label_names), "label_key": self.label_key,
+            "split_sizes": dict(self.split_sizes), "input_description": self.input_description}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "DatasetInfo":
+    """The inverse of to_dict (run.json files written before `label_key` existed load too)."""
+    shape = d.get("input_shape")
+    return cls(name=d["name"], input_key=d["input_key"],
+               input_shape=tuple(shape) if shape is not None else None,
+               input_dtype=np.dtype(d["input_dtype"]), num_classes=int(d["num_classes"]),
+               split_sizes=dict(d.get("split_sizes", {})), label_names=tuple(d.get("label_names", ())),
+               label_key=d.get("label_key", "label"), input_description=d.get("input_description", ""))

@@ -87,6 +87,8 @@ class MnistFromIdx(tfds.image_classification.MNIST, skip_registration=True):
 class Mnist(base.Dataset):
   """MNIST 60,000 train / 10,000 test 28x28 digits (tfds; offline via data.manual_dir)."""
 
+  defaults = {"verify_checksums": True}  # the original files' checksums (off for re-packed copies)
+
   def builder(self):
     return tfds_source.offline_or_download(self.config, "mnist", MnistFromIdx,
                                            "the MNIST IDX files")

@@ -54,20 +54,26 @@ class ShardLayout:
     return global_batch // self.num_shards
 
 
+def steps_per_epoch(split_size: int, layout: ShardLayout, global_batch: int, split: str) -> int:
+  """Full global batches in an epoch: each shard gives its per-shard batch to every batch."""
+  per_shard = layout.per_shard(global_batch)
+  steps = min(tfds_source.shard_sizes(split_size, layout.num_shards)) // per_shard
+  if steps == 0:
+    raise UserError(f"batch_size={global_batch} is larger than the {split!r} split allows "
+                    f"({split_size} examples in {layout.num_shards} shard(s)); lower batch_size")
+  return steps
+
+
 class TrainData:
   """Training batches of this process, as a function of the step."""
 
   def __init__(self, dataset: base.Dataset, split: str, global_batch: int, seed: int,
                layout: ShardLayout):
-    total = dataset.info().split_size(split)
     self.layout = layout
     self.shard_batch = layout.per_shard(global_batch)
     self.seed = seed
-    sizes = tfds_source.shard_sizes(total, layout.num_shards)
-    self.steps_per_epoch = min(sizes) // self.shard_batch
-    if self.steps_per_epoch == 0:
-      raise UserError(f"batch_size={global_batch} is larger than the {split!r} split allows "
-                      f"({total} examples in {layout.num_shards} shard(s)); lower batch_size")
+    self.steps_per_epoch = steps_per_epoch(dataset.info().split_size(split), layout, global_batch,
+                                           split)
     self.shards = {s: dataset.read(split, s, layout.num_shards) for s in layout.local_shards}
     self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -142,6 +148,11 @@ class OnDeviceFeed:
     self.arrays = jax.device_put(data.local_arrays(), replicated)
     self._step = start_step
     self._rows_epoch, self._rows = None, None
+
+  @property
+  def rows_shape(self) -> tuple[int, int]:
+    """The shape of an epoch's row order: [steps_per_epoch, this process's batch]."""
+    return (self.data.steps_per_epoch, self.data.shard_batch * len(self.data.shards))
 
   def next_args(self) -> tuple:
     epoch = self._step // self.data.steps_per_epoch

@@ -53,7 +53,7 @@ def expand(pattern: str) -> str:
 
 def find_files(data_config) -> list[str]:
   """The text files of data.files (a glob) or data.manual_dir, sorted."""
-  pattern = str(data_config.get("files") or "")
+  pattern = str(data_config.files or "")
   manual_dir = str(data_config.get("manual_dir") or "")
   if pattern:
     pattern = expand(pattern)
@@ -96,13 +96,13 @@ def windows(data: np.ndarray, length: int, stride: int) -> np.ndarray:
 
 
 def _settings(data_config) -> tuple[int, int, float]:
-  seq_len = data_config.get("seq_len", 256)
+  seq_len = data_config.seq_len
   if not isinstance(seq_len, int) or seq_len < 1:
     raise UserError(f"data.seq_len must be a positive integer, got {seq_len!r}")
-  stride = data_config.get("stride", 0) or seq_len
+  stride = data_config.stride or seq_len
   if not isinstance(stride, int) or stride < 1:
     raise UserError(f"data.stride must be a positive integer (0: seq_len), got {stride!r}")
-  fraction = float(data_config.get("validation_fraction", 0.05))
+  fraction = float(data_config.validation_fraction)
   if not 0.0 < fraction < 1.0:
     raise UserError(f"data.validation_fraction must be between 0 and 1 (exclusive), got {fraction}")
   return seq_len, stride, fraction
@@ -163,6 +163,8 @@ class TextFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 @registry.register("dataset", "text_files")
 class TextFiles(base.Dataset):
   """Byte-level LM windows of local text files (data.files glob or data.manual_dir)."""
+
+  defaults = {"files": "", "seq_len": 256, "stride": 0, "validation_fraction": 0.05}
 
   def builder(self):
     seq_len, stride, fraction = _settings(self.config)

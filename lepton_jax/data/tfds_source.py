@@ -63,7 +63,7 @@ def offline_or_download(data_config, name: str, offline_builder_cls, what_manual
   builder = offline_builder_cls(data_dir=directory)
   if not builder.is_prepared():
     builder.manual_dir = manual_dir
-    builder.verify_checksums = bool(data_config.get("verify_checksums", True))
+    builder.verify_checksums = bool(data_config.verify_checksums)
     prepare(builder)
   return builder
 
@@ -97,3 +97,11 @@ def shard_sizes(total: int, num_shards: int) -> list[int]:
   """Sizes of tfds.even_splits(n=num_shards) of a split of `total` examples."""
   base, extra = divmod(total, num_shards)
   return [base + (1 if i < extra else 0) for i in range(num_shards)]
+
+
+def chunks(builder, split: str, size: int, transform: Callable[[dict], dict] | None = None):
+  """The numeric features of `split`, `size` examples at a time, as numpy arrays."""
+  import tensorflow_datasets as tfds
+  for arrays in tfds.as_numpy(builder.as_dataset(split=split, batch_size=size, shuffle_files=False)):
+    arrays = {k: _narrow(np.asarray(v)) for k, v in arrays.items() if np.asarray(v).dtype.kind in "biuf"}
+    yield transform(arrays) if transform else arrays

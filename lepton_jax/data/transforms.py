@@ -37,6 +37,13 @@ def parse_spec(spec: str) -> tuple[str, dict]:
                   "or 'normalize(mean=0.5, std=0.25)'")
 
 
+def format_spec(name: str, kwargs: dict) -> str:
+  """The inverse of parse_spec."""
+  if not kwargs:
+    return name
+  return f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
 def build(specs: Sequence[str]) -> Op:
   """One function applying the ops of `specs` in order."""
   ops = []

@@ -10,17 +10,18 @@ import jax.numpy as jnp
 
 from lepton_jax import metrics, registry
 from lepton_jax.errors import UserError
+from lepton_jax.experiments.base import Experiment
 
 
 @registry.register("experiment", "classification")
-class Classification:
+class Classification(Experiment):
   """Multi-class classification: softmax outputs, per-class confusion statistics."""
 
-  binary = False
+  has_confusion = True
   label_key = "label"
 
   def __init__(self, config, info):
-    self.info = info
+    super().__init__(config, info)
     self.input_key = info.input_key
     self.num_classes = info.num_classes
     self.loss_fn = registry.get("loss", config.loss.name)

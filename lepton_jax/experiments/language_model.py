@@ -26,6 +26,7 @@ import optax
 
 from lepton_jax import metrics, registry
 from lepton_jax.errors import UserError
+from lepton_jax.experiments.base import Experiment
 
 # Metrics of the statistics this experiment sums; anything else (the confusion
 # matrix metrics) is refused when the experiment is built.
@@ -45,11 +46,13 @@ def perplexity(stats):
 
 
 @registry.register("experiment", "language_model")
-class LanguageModel:
+class LanguageModel(Experiment):
   """Next-token prediction: (B, T) tokens -> (B, T, vocab) logits, scored against targets."""
 
+  generative = True
+
   def __init__(self, config, info):
-    self.info = info
+    super().__init__(config, info)
     self.input_key = info.input_key
     # The next-token targets: 'targets' (text_files), unless the dataset names another key.
     # (A DatasetInfo rebuilt from a run record may carry only the default 'label'.)
@@ -60,7 +63,6 @@ class LanguageModel:
                       f"and dtype {np.dtype(info.input_dtype).name} "
                       "(use data.name='text_files')")
     self.vocab_size = int(info.num_classes)
-    self.tokens_per_example = int(info.input_shape[0])  # T: the loop's tokens/s = examples/s * T
     self.loss_fn = registry.get("loss", config.loss.name)
     self.label_smoothing = float(config.loss.get("label_smoothing", 0.0))
     self.metric_names = tuple(config.metrics)
@@ -70,6 +72,10 @@ class LanguageModel:
     if unfit:
       raise UserError(f"metric(s) {', '.join(unfit)} do not apply to experiment 'language_model'; "
                       f"choose from {', '.join(LM_METRICS)} (config.metrics)")
+
+  @property
+  def tokens_per_example(self) -> int:
+    return int(self.info.input_shape[0])  # T: the loop's tokens/s = examples/s * T
 
   @property
   def model_kwargs(self) -> dict:

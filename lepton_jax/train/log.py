@@ -1,0 +1,153 @@
+"""What the loop reports while it trains: interval means of the train metrics, throughput, MFU
+and the progress line, written to metrics.jsonl, TensorBoard and the console.
+
+The step's metrics stay on the device until a log step; then one copy per metric name brings the
+whole interval to the host (per-step copies cost small models ~1.5% of their throughput). The
+metrics of steps not logged yet travel in a checkpoint's meta (`pending_json`), so a resumed run
+logs exactly the means the uninterrupted one would have.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lepton_jax import perf
+from lepton_jax.errors import UserError
+from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
+
+
+class TrainingDiverged(UserError):
+  exit_code = 3
+
+
+def raise_if_diverged(history: list[tuple[int, dict]]) -> None:
+  """The NaN guard: stops the run at the first non-finite loss or gradient norm."""
+  for step, metrics in history:
+    for name in ("loss", "grad_norm"):
+      if name in metrics and not np.isfinite(metrics[name]):
+        raise TrainingDiverged(f"training diverged: {name} is {metrics[name]} at step {step}; "
+                               "the last good checkpoint is kept; lower the learning rate or "
+                               "clip gradients (optimizer.grad_clip_norm)")
+
+
+_stack = jax.jit(lambda rows: jax.tree.map(lambda *xs: jnp.stack(xs), *rows))
+
+
+def to_host(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+  """`history` with its on-device metrics fetched, one transfer per metric name."""
+  pending = [i for i, (_, m) in enumerate(history)
+             if any(isinstance(v, jax.Array) for v in m.values())]
+  if not pending:
+    return history
+  stacked = jax.device_get(_stack([history[i][1] for i in pending]))
+  fetched = list(history)
+  for row, i in enumerate(pending):
+    fetched[i] = (history[i][0], {k: v[row] for k, v in stacked.items()})
+  return fetched
+
+
+def pending_json(history) -> list[dict]:
+  """Train metrics of steps not yet logged (host values), for the checkpoint's meta."""
+  rows = []
+  for step, metrics in to_host(history):
+    rows.append({"step": int(step),
+                 "values": {k: np.asarray(v).item() for k, v in metrics.items()},
+                 "dtypes": {k: np.asarray(v).dtype.name for k, v in metrics.items()}})
+  return rows
+
+
+def pending_from_json(rows) -> list[tuple[int, dict]]:
+  """Inverse of pending_json: the same values with the same dtypes (so the next logged means are
+  bit-identical to those of an uninterrupted run)."""
+  return [(int(r["step"]), {k: np.asarray(v, dtype=r["dtypes"][k]) for k, v in r["values"].items()})
+          for r in rows or []]
+
+
+class TrainLog:
+  """The loop's metric logging: one `record` per step, `flush` at log steps."""
+
+  def __init__(self, workdir: str, task, enabled: bool):
+    self.task = task
+    self.writer = MetricWriter(workdir, enabled=enabled)
+    self.progress = ProgressLine(task.total_steps, enabled=enabled)
+    self.history: list[tuple[int, dict]] = []
+    self.device = task.mesh.devices.flat[0]
+    self.flops = self.peak = None
+    self.compile_seconds = 0.0
+    self.input_wait = self.excluded = 0.0
+    self.last_time, self.last_step, self.first_interval = time.perf_counter(), 0, True
+
+  def print(self, text: str) -> None:
+    self.progress.print(text)
+
+  def start(self, step: int, pending: list[dict] | None) -> None:
+    """Continues from `step`: drops rows logged after it, takes back the unlogged metrics."""
+    self.writer.truncate_after(step)
+    self.history = pending_from_json(pending)
+    self.last_time, self.last_step = time.perf_counter(), step
+
+  def compiled(self, seconds: float, flops: float | None, peak_config: float) -> None:
+    self.compile_seconds, self.flops = seconds, flops
+    self.peak, source = perf.peak_flops(self.device, peak_config)
+    self.print(f"train step compiled in {seconds:.1f}s; {(flops or 0) / 1e9:.3g} GFLOPs/step/device; "
+               f"peak {self.peak / 1e12:.3g} TFLOP/s per device ({source})")
+
+  def record(self, step: int, metrics: dict, input_wait: float) -> None:
+    self.history.append((step, metrics))
+    self.input_wait += input_wait
+
+  def exclude(self, seconds: float) -> None:
+    """Time inside the interval that was not training (evaluation): left out of the rates."""
+    self.excluded += seconds
+
+  def flush(self, step: int) -> None:
+    """Writes the interval's means at log step `step` (and stops a diverged run)."""
+    self.history = to_host(self.history)
+    raise_if_diverged(self.history)
+    elapsed = time.perf_counter() - self.last_time - self.excluded
+    means = self._means(step, elapsed)
+    self.writer.write(step, "train", means)
+    n = step - self.last_step
+    self.progress.update(step, {
+        "loss": means["loss"], "ex/s": means["examples_per_sec"],
+        "step": f"{means['step_time_ms']:.1f}ms",
+        "wait": f"{100 * means['input_wait_fraction']:.0f}%",
+        **({"MFU": f"{100 * means['mfu']:.1f}%"} if "mfu" in means else {})}, elapsed / n)
+    self.history, self.input_wait, self.excluded = [], 0.0, 0.0
+    self.last_time, self.last_step, self.first_interval = time.perf_counter(), step, False
+
+  def pending(self) -> list[dict]:
+    """The metrics of the steps not logged yet, for a checkpoint's meta (checked finite)."""
+    self.history = to_host(self.history)
+    raise_if_diverged(self.history)
+    return pending_json(self.history)
+
+  def _means(self, step: int, elapsed: float) -> dict:
+    n = step - self.last_step
+    means = {k: float(np.mean([m[k] for _, m in self.history])) for k in self.history[-1][1]}
+    means.update(examples_per_sec=n * self.task.config.batch_size / elapsed,
+                 step_time_ms=1000 * elapsed / n, input_wait_fraction=self.input_wait / elapsed)
+    if self.first_interval:
+      means["compile_seconds"] = self.compile_seconds
+    if self.flops and self.peak:
+      means["mfu"] = self.flops * n / elapsed / self.peak
+    tokens = self.task.experiment.tokens_per_example
+    if tokens:
+      means["tokens_per_sec"] = means["examples_per_sec"] * tokens
+    memory = perf.memory_in_use(self.device)
+    if memory is not None:
+      means["memory_bytes"] = memory
+    return means
+
+  def eval(self, step: int, split: str, metrics: dict) -> None:
+    self.writer.write(step, split, metrics)
+    self.print(f"eval {split} at step {step}: " +
+               ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+  def done(self, wall_seconds: float) -> None:
+    self.print(f"done: {self.task.total_steps} steps in {format_duration(wall_seconds)}")
+
+  def close(self) -> None:
+    self.writer.close()

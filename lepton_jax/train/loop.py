@@ -1,0 +1,122 @@
+"""train(config, workdir): the one train loop.
+
+It reads top to bottom: build the Task from the config and the dataset's description, resume (or
+start) the state, compile the step for its feed, then per step: feed, step, and whatever the
+schedule says is due (log, evaluate, save) or a stop request asks for. Everything a step computes
+is a jitted function of (state, batch); the host feeds batches and, at log steps, reads the
+metrics back.
+"""
+
+import dataclasses
+import time
+
+import jax
+
+from lepton_jax import perf, run_record, task as task_lib
+from lepton_jax.checkpoint import resume
+from lepton_jax.checkpoint.manager import Checkpointer
+from lepton_jax.data import base as data_base, statistics
+from lepton_jax.evaluate import Evaluator
+from lepton_jax.parallel import mesh as mesh_lib
+from lepton_jax.train import preemption
+from lepton_jax.train.feed import TrainFeed
+from lepton_jax.train.log import TrainLog
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """How a run ended: its last evaluation (metrics and the statistics they came from)."""
+
+  step: int
+  metrics: dict
+  eval_stats: dict | None  # None when the last evaluation happened in an earlier command
+  wall_seconds: float
+
+  def as_dict(self) -> dict:
+    return dict(self.metrics, step=self.step)
+
+
+def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResult:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint."""
+  clock = time.time()
+  dataset, task = build(config, devices)
+  log = TrainLog(workdir, task, enabled=jax.process_index() == 0)
+  log.print(mesh_lib.summary(task.mesh, config.batch_size))
+  log.print(f"model {config.model.name}: {task.param_count:,} parameters; data {task.info.name}: "
+            f"{task.steps_per_epoch} steps/epoch, {task.total_steps} steps in all")
+  checkpointer, feed = Checkpointer.for_training(workdir, config), None
+  profiler = perf.Profiler(workdir, config.perf.profile_start_step, config.perf.profile_num_steps,
+                           enabled=jax.process_index() == 0)
+  try:
+    state, meta = resume.start_state(checkpointer, task, log.print)
+    if jax.process_index() == 0:  # only now: a refused resume must leave every file as it was
+      run_record.write(workdir, config, task.run_record())
+    start = int(jax.device_get(state.step))
+    last = LastEval(meta.get("metrics") or {}, Evaluator(task, dataset), log)
+    if start < task.total_steps:
+      feed = TrainFeed(task, dataset, start)
+      log.compiled(*feed.compile(), config.perf.peak_flops)
+    log.start(start, meta.get("pending_train_metrics"))  # the clock starts after compiling
+    for step in range(start + 1, task.total_steps + 1):
+      profiler.before_step(step)
+      state, metrics, waited = feed.step(state)
+      profiler.after_step(step, state)
+      log.record(step, metrics, waited)
+      due = Due(task, step)
+      stop = preemption.should_stop(step, stop_requested, exchange=due.log or due.save)
+      if due.log or due.save:
+        log.flush(step)
+      if due.eval:
+        last.evaluate(state, step)
+      if due.save or stop:
+        checkpointer.save(step, state, meta={"metrics": last.metrics,
+                                             "pending_train_metrics": log.pending()},
+                          metrics=last.metrics if due.eval else None)
+      if stop and not due.last:
+        checkpointer.wait()
+        log.print(f"stopped at step {step}: checkpoint committed; run the same command to continue")
+        raise preemption.Preempted(step)
+    checkpointer.wait()
+    if start >= task.total_steps:  # the run was already complete: evaluate what it left
+      last.evaluate(state, start)
+  finally:
+    profiler.close()
+    if feed is not None:
+      feed.close()
+    checkpointer.close()
+    log.close()
+  log.done(time.time() - clock)
+  return TrainResult(task.total_steps, last.metrics, last.stats, time.time() - clock)
+
+
+def build(config, devices=None):
+  """(dataset, Task) of a training run: the dataset's statistics are resolved here, once."""
+  dataset = data_base.build(config.data)
+  info = dataset.info()
+  specs = statistics.resolve(config.data, dataset, info.input_key)
+  return dataset, task_lib.build(config, info, specs, devices=devices)
+
+
+class Due:
+  """What the schedule asks for after `step`: a log row, an evaluation, a checkpoint."""
+
+  def __init__(self, task, step: int):
+    self.last = step == task.total_steps
+    self.log = self.last or step % task.config.log_every_steps == 0
+    self.eval = self.last or step % task.every("eval_every_steps") == 0
+    self.save = self.last or step % task.every("checkpoint_every_steps") == 0
+
+
+class LastEval:
+  """The newest evaluation: its metrics go into checkpoints, and the report reuses its sums."""
+
+  def __init__(self, metrics: dict, evaluator: Evaluator, log: TrainLog):
+    self.metrics, self.stats = dict(metrics), None
+    self.evaluator, self.log = evaluator, log
+
+  def evaluate(self, state, step: int) -> None:
+    t0 = time.perf_counter()
+    split = self.evaluator.task.config.eval.split
+    self.metrics, self.stats = self.evaluator.evaluate(state, split)
+    self.log.exclude(time.perf_counter() - t0)
+    self.log.eval(step, split, self.metrics)
