@@ -514,18 +514,20 @@ def write_atomically(path: str, data: bytes) -> str:
 
 def build_tokenizer(kind: str = "bytes", path: str = "", *, pattern: str = "", vocab_size: int = 0,
                     model_type: str = "bpe", files: Sequence[str] = (),
-                    max_sentences: int = 1_000_000, seed: int = 0) -> Tokenizer:
+                    texts: Iterable[str] | None = None, max_sentences: int = 1_000_000,
+                    seed: int = 0) -> Tokenizer:
   """The tokenizer of a config: loads `path`, or (sentencepiece, `vocab_size` > 0, no file at
-  `path` yet) first trains one there on `files`. A non-zero `vocab_size` must match the file."""
+  `path` yet) first trains one there on `files` and `texts`. A non-zero `vocab_size` must
+  match the file."""
   if kind == "sentencepiece" and path and vocab_size and not os.path.exists(
       os.path.expanduser(path)):
-    if not files:
+    if not files and texts is None:
       raise UserError(f"tokenizer file {path} does not exist and there is no corpus to train "
                       "it on; give data.files or the path of a trained .model")
-    print(f"note: training a SentencePiece {model_type} tokenizer of {vocab_size} tokens on "
-          f"{len(files)} file(s); writing it to {os.path.abspath(os.path.expanduser(path))}",
+    print(f"note: training a SentencePiece {model_type} tokenizer of {vocab_size} tokens on the "
+          f"corpus; writing it to {os.path.abspath(os.path.expanduser(path))}",
           file=sys.stderr, flush=True)
-    train_sentencepiece(path, vocab_size, files=files, model_type=model_type,
+    train_sentencepiece(path, vocab_size, files=files, texts=texts or (), model_type=model_type,
                         max_sentences=max_sentences, seed=seed)
   if kind == "bytes" and vocab_size not in (0, 256):
     raise UserError(f"data.vocab_size={vocab_size} does not apply to data.tokenizer='bytes' "
