@@ -1,7 +1,7 @@
 """Tokenizers and packed token windows (lepton_jax/data/tokenizers.py)."""
 
 import base64
-import glob
+import hashlib
 import io
 import os
 import shutil
@@ -156,7 +156,7 @@ def test_build_tokenizer_trains_once_then_loads(tmp_path, capsys, monkeypatch):
 
 def test_spec_identifies_the_file_not_its_path(tmp_path, sp_model):
   tok = tokenizers.load("sentencepiece", sp_model)
-  assert tok.spec["sha256"] == __import__("hashlib").sha256(open(sp_model, "rb").read()).hexdigest()
+  assert tok.spec["sha256"] == hashlib.sha256(open(sp_model, "rb").read()).hexdigest()
   moved = shutil.copy(sp_model, tmp_path / "moved.model")
   assert tokenizers.load("sentencepiece", str(moved)).fingerprint == tok.fingerprint
   tokenizers.check_same(tok, tokenizers.load("sentencepiece", str(moved)).spec, "data")
