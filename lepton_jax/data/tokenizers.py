@@ -308,6 +308,15 @@ class TiktokenTokenizer(FileTokenizer):
   def _byte_lengths(self) -> list[int]:
     return [len(self._token_bytes.get(i, b"")) for i in range(self.vocab_size)]
 
+  def encode_bytes(self, data: bytes, source: str) -> np.ndarray:
+    ids = super().encode_bytes(data, source)
+    # tiktoken drops the text its regex does not match: a custom pattern may not cover it all.
+    if int(self.byte_lengths[ids].sum()) != len(data):
+      raise UserError(f"data.tokenizer_pattern={self.pattern!r} does not match all of {source} "
+                      "(tiktoken drops the text between matches); use a pattern that matches "
+                      "every character, e.g. one ending in '|\\s+|.'")
+    return ids
+
   @property
   def spec(self) -> dict:
     return dict(super().spec, pattern=self.pattern)
@@ -397,8 +406,8 @@ def corpus_lines(files: Sequence[str], texts: Iterable[str]) -> Iterator[str]:
         for line in f:
           yield line.rstrip("\n")
     except UnicodeDecodeError as e:
-      raise UserError(f"{path} is not UTF-8 text (byte {e.start} of a line); SentencePiece "
-                      "trains on UTF-8: convert it or leave it out") from e
+      raise UserError(f"{path} is not UTF-8 text ({e.reason}); SentencePiece trains on UTF-8: "
+                      "convert it or leave it out") from e
     except OSError as e:
       raise UserError(f"cannot read text file {path}: {e.strerror or e}") from e
   for text in texts:

@@ -85,6 +85,9 @@ def test_tiktoken_file_with_named_and_custom_patterns(tmp_path):
   assert tok.vocab_size == 263 and tok.byte_lengths[262] == len(b"return")
   custom = tokenizers.load("tiktoken", path, r"regex:\S+|\s+")
   assert custom.decode(custom.encode(text)) == text
+  assert custom.encode_bytes(text.encode(), "a.txt").tolist() == custom.encode(text)
+  with pytest.raises(UserError, match="does not match all of a.txt"):
+    tokenizers.load("tiktoken", path, "regex:[a-z]+").encode_bytes(text.encode(), "a.txt")
   assert custom.fingerprint != tok.fingerprint  # the pattern is part of the tokenizer
 
 
