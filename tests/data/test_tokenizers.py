@@ -137,6 +137,14 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == []
 
 
+def test_unwritable_path_and_unknown_model_type(tmp_path):
+  (tmp_path / "file").write_text("not a folder")
+  with pytest.raises(UserError, match="cannot write tokenizer file"):
+    tokenizers.write_atomically(str(tmp_path / "file" / "x.model"), b"model bytes")
+  with pytest.raises(UserError, match="model type 'word' is unknown; choose bpe or unigram"):
+    tokenizers.train_sentencepiece(str(tmp_path / "x.model"), 400, texts=["a b"], model_type="word")
+
+
 def test_build_tokenizer_trains_once_then_loads(tmp_path, capsys, monkeypatch):
   path = str(tmp_path / "tok" / "code.model")
   files = stdlib_files("queue.py")
