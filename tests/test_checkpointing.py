@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import checkpoint_testlib as lib
+import task_testlib
 from lepton_jax import main, train
 from lepton_jax.checkpoint import init_from, manager as checkpointing
 from lepton_jax.errors import UserError
@@ -192,8 +193,8 @@ def test_cli_rejects_a_workdir_of_another_model_with_exit_2(trained, data_dir, t
   assert lib.checkpoint_steps(workdir) == lib.checkpoint_steps(trained)
 
 
-def _run(config):
-  return train.Run(config, config.data.data_dir + "_unused_workdir", devices=jax.devices()[:1])
+def _task(config):
+  return task_testlib.build(config, devices=jax.devices()[:1])[1]
 
 
 def test_init_from_loads_the_matching_params_and_initialises_the_rest(trained, data_dir, tmp_path,
@@ -202,9 +203,9 @@ def test_init_from_loads_the_matching_params_and_initialises_the_rest(trained, d
                            optimizer__warmup_steps=2,
                            optimizer__learning_rate=1e-4, init_from=trained,
                            init_from_params="^params/(?!head/)")
-  run = _run(config)
-  abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
-  fresh = run.init_state(run.init_rng)
+  task = _task(config)
+  abstract = task.abstract_state
+  fresh = task.init_state(task.init_rng)
   state, report = init_from.load_init_from(trained, "^params/(?!head/)", abstract, fresh)
   _, source = lib.read_state(trained)
   for name in ("conv_0", "dense_0"):
@@ -228,8 +229,7 @@ def test_init_from_loads_the_matching_params_and_initialises_the_rest(trained, d
 
 
 def test_init_from_errors_are_clear(trained, data_dir, tmp_path):
-  run = _run(lib.tiny_config(data_dir))
-  abstract = checkpointing.abstract_with_shardings(run.abstract_state, run.state_shardings)
+  abstract = _task(lib.tiny_config(data_dir)).abstract_state
   load = lambda path, regex=".*", a=abstract: init_from.load_init_from(path, regex, a, None)
   with pytest.raises(UserError, match="does not exist"):
     load(str(tmp_path / "nowhere"))
@@ -239,8 +239,7 @@ def test_init_from_errors_are_clear(trained, data_dir, tmp_path):
     load(str(incomplete))
   with pytest.raises(UserError, match="matches no parameter"):
     load(trained, "^nothing")
-  bigger = _run(lib.tiny_config(data_dir, model__hidden_sizes="(32,)"))
-  abstract32 = checkpointing.abstract_with_shardings(bigger.abstract_state, bigger.state_shardings)
+  abstract32 = _task(lib.tiny_config(data_dir, model__hidden_sizes="(32,)")).abstract_state
   with pytest.raises(UserError, match=r"params/dense_0/bias is float32\[16\] in .* but "
                                       r"float32\[32\] in this model"):
     load(trained, ".*", abstract32)

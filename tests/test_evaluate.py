@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lepton_jax import config_lib, evaluate, main, train
+from lepton_jax.checkpoint import select
 from lepton_jax.errors import UserError
 from lepton_jax.metric_writers import read_metrics
 from lepton_jax.data.info import DatasetInfo
@@ -61,17 +62,17 @@ def test_best_and_step_choose_the_right_checkpoint(run):
   rows = _eval_rows(workdir)
   checkpointer_steps = [10, 20, 30]
   best = max(checkpointer_steps, key=lambda s: (rows[s]["accuracy"], s))
-  assert evaluate.resolve_checkpoint(workdir, "best", config) == best
+  assert select.resolve_checkpoint(workdir, "best", config) == best
   metrics = evaluate.evaluate_workdir(config, workdir, checkpoint="best", verbose=False)
   assert metrics["step"] == best and metrics["accuracy"] == pytest.approx(rows[best]["accuracy"])
-  kept = evaluate.resolve_checkpoint(workdir, "latest", config)
+  kept = select.resolve_checkpoint(workdir, "latest", config)
   assert kept == 30
   # A metric where lower is better picks by min.
   with config.unlocked():
     config.eval.best_metric, config.eval.best_mode = "loss", "min"
   lowest = min(checkpointer_steps, key=lambda s: (rows[s]["loss"], -s))
   try:
-    assert evaluate.resolve_checkpoint(workdir, "best", config) == lowest
+    assert select.resolve_checkpoint(workdir, "best", config) == lowest
   finally:
     with config.unlocked():
       config.eval.best_metric, config.eval.best_mode = "accuracy", "max"
@@ -79,7 +80,7 @@ def test_best_and_step_choose_the_right_checkpoint(run):
 
 def test_step_and_slice_split(run):
   config, workdir = run
-  step = evaluate.resolve_checkpoint(workdir, "10", config)
+  step = select.resolve_checkpoint(workdir, "10", config)
   metrics = evaluate.evaluate_workdir(config, workdir, checkpoint=str(step), split="test[:100]",
                                       verbose=False)
   assert metrics["step"] == step
@@ -136,6 +137,6 @@ def test_best_without_metrics_jsonl_uses_the_checkpoints_metrics(run):
   path = os.path.join(workdir, "metrics.jsonl")
   os.rename(path, path + ".away")
   try:
-    assert evaluate.resolve_checkpoint(workdir, "best", config) == expected
+    assert select.resolve_checkpoint(workdir, "best", config) == expected
   finally:
     os.rename(path + ".away", path)

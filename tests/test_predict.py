@@ -17,6 +17,8 @@ from PIL import Image
 from lepton_jax import config_lib, predict, sampling, train
 from lepton_jax.errors import UserError
 
+import task_testlib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "mnist")
 
@@ -59,7 +61,8 @@ def test_predict_matches_the_eval_step(digits_run, predictor, test_digits):
   assert probs.shape == (50, 10) and probs.dtype == np.float32
   np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
   x = predictor.preprocess(jnp.asarray(images), jax.random.PRNGKey(0))
-  logits = predictor.model.apply(predictor.variables, x, train=False)
+  logits, _ = predictor.model.apply(predictor.variables["params"], predictor.variables["model_state"],
+                                    x, train=False)
   np.testing.assert_allclose(probs, jax.nn.softmax(logits), atol=1e-6)
   # Chunking and padding do not change anything; neither does a missing channel axis.
   np.testing.assert_allclose(predictor.predict(images, batch_size=7), probs, atol=1e-6)
@@ -161,7 +164,8 @@ def test_binary_threshold_and_host_transform(data_dir, tmp_path):
   from lepton_jax.data import tfds_source
   raw_features = tfds_source.read_split(raw.builder(), "test")["features"][:20]  # not standardized
   probs = p.predict(raw_features)
-  logits = p.model.apply(p.variables, jnp.asarray(test["features"][:20]), train=False)
+  logits, _ = p.model.apply(p.variables["params"], p.variables["model_state"],
+                            jnp.asarray(test["features"][:20]), train=False)
   np.testing.assert_allclose(probs[:, 1], jax.nn.sigmoid(logits[:, 0]), atol=1e-5)
 
   np.savetxt(tmp_path / "x.csv", raw_features[:5], delimiter=",")
@@ -245,13 +249,14 @@ def test_language_model_cli(data_dir, tmp_path, capsys):
       ("log_every_steps", "2"), ("eval_every_steps", "4"), ("checkpoint_every_steps", "4")])
   # An untrained workdir (config.json, run.json, a checkpoint of the initial state) is all
   # predict needs: no train step to compile.
+  from lepton_jax import run_record
   from lepton_jax.checkpoint import manager as checkpointing
   workdir = str(tmp_path / "lm")
-  run = train.Run(config, workdir)
-  (run.workdir / "config.json").write_text(config_lib.to_json(config))
-  (run.workdir / "run.json").write_text(json.dumps(run.run_record()))
+  _, task = task_testlib.build(config)
+  run_record.prepare(workdir)
+  run_record.write(workdir, config, task.run_record())
   checkpointer = checkpointing.Checkpointer(workdir)
-  checkpointer.save(0, run.init_state(run.init_rng))
+  checkpointer.save(0, task.init_state(task.init_rng))
   checkpointer.wait()
   checkpointer.close()
   assert predict.load(workdir).language_model

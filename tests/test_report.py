@@ -100,4 +100,4 @@ def test_a_failing_report_does_not_lose_the_run(data_dir, tmp_path, monkeypatch,
   monkeypatch.setattr(report, "after_training", broken)
   final = train.train_and_evaluate(_config(data_dir, steps=5), str(tmp_path / "w"))
   assert final["step"] == 5 and "accuracy" in final
-  assert "warning: could not write the plots/summary (RuntimeError: no fonts today)" in capsys.readouterr().out
+  assert "warning: could not write the plots/summary (RuntimeError: no fonts today)" in capsys.readouterr().err

@@ -10,6 +10,8 @@ from jax.sharding import PartitionSpec as P
 from lepton_jax import config_lib, metric_writers, train
 from lepton_jax.errors import UserError
 
+import task_testlib
+
 
 def losses(config, workdir, devices, **mesh):
   config_lib.apply_overrides(config, [(f"mesh.{k}", str(v)) for k, v in mesh.items()])
@@ -39,8 +41,8 @@ def test_data8_and_data2_fsdp4_match_one_device(twenty_steps, tmp_path):
 
 def test_fsdp_shards_params_and_optimizer_state(quick_config, tmp_path):
   config_lib.apply_overrides(quick_config, [("mesh.data", "2"), ("mesh.fsdp", "4")])
-  run = train.Run(quick_config, str(tmp_path))
-  state = run.init_state(run.init_rng)
+  _, task = task_testlib.build(quick_config)
+  state = task.init_state(task.init_rng)
   kernel = state.params["dense_0"]["kernel"]  # (8*4*4=128, 32): largest dim 128 over fsdp
   assert kernel.sharding.spec == P("fsdp", None)
   assert {s.data.shape for s in kernel.addressable_shards} == {(kernel.shape[0] // 4, kernel.shape[1])}
@@ -55,12 +57,12 @@ def test_tensor_parallel_rule_splits_dense_output_dim(quick_config, tmp_path):
   config_lib.apply_overrides(quick_config, [
       ("mesh.data", "4"), ("mesh.model", "2"),
       ("sharding.rules", "((r'dense_0/kernel', ',model'), (r'dense_0/bias', 'model'), ('.*', 'replicated'))")])
-  run = train.Run(quick_config, str(tmp_path))
-  state = run.init_state(run.init_rng)
+  dataset, task = task_testlib.build(quick_config)
+  state = task.init_state(task.init_rng)
   kernel = state.params["dense_0"]["kernel"]
   assert kernel.sharding.spec == P(None, "model")
   assert {s.data.shape for s in kernel.addressable_shards} == {(kernel.shape[0], kernel.shape[1] // 2)}
-  state, metrics = run.train_step(state, run.global_batch(run.train_data.batch(0)))
+  state, metrics = task.train_step(state, task_testlib.first_batch(task, dataset))
   assert np.isfinite(float(metrics["loss"]))
   assert state.params["dense_0"]["kernel"].sharding.spec == P(None, "model")
 
@@ -76,14 +78,14 @@ def test_tensor_parallel_rule_splits_dense_output_dim(quick_config, tmp_path):
 def test_bad_mesh_input_fails_before_compiling(quick_config, tmp_path, overrides, message):
   config_lib.apply_overrides(quick_config, overrides)
   with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-    train.Run(quick_config, str(tmp_path))
+    task_testlib.build(quick_config)
 
 
 def test_bf16_compute_keeps_f32_params(quick_config, tmp_path):
   config_lib.apply_overrides(quick_config, [("dtype", "bfloat16")])
-  run = train.Run(quick_config, str(tmp_path / "probe"), devices=jax.devices()[:1])
-  assert all(x.dtype == np.float32 for x in jax.tree.leaves(run.abstract_state.params))
-  hlo = run.train_step.lower(run.abstract_state, run.abstract_batch()).as_text()
+  dataset, task = task_testlib.build(quick_config, devices=jax.devices()[:1])
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(task.abstract_state.params))
+  hlo = task.train_step.lower(task.abstract_state, task_testlib.first_batch(task, dataset)).as_text()
   # The dense layers' matrix products run in bf16 (the first conv may be lowered to shifted
   # multiply-adds on CPU, see lepton_jax/kernels/conv.py).
   assert re.search(r"dot_general.*tensor<[0-9x]*xbf16>", hlo), "no bf16 matrix product in the step"

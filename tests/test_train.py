@@ -8,6 +8,11 @@ import jax
 import numpy as np
 
 from lepton_jax import config_lib, metric_writers, train
+from lepton_jax.evaluate import Evaluator
+from lepton_jax.train.feed import TrainFeed
+
+import task_testlib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -56,9 +61,9 @@ def test_breast_cancer_binary_metrics(data_dir, tmp_path):
 def test_eval_counts_every_test_example(quick_config, tmp_path):
   """360 test digits with eval batch 64 on 8 devices: the last batch is padded."""
   config_lib.apply_overrides(quick_config, [("eval.batch_size", "64")])
-  run = train.Run(quick_config, str(tmp_path / "w"))
-  state = run.init_state(run.init_rng)
-  metrics = run.evaluate(state)  # raises if the example count is not 360
+  dataset, task = task_testlib.build(quick_config)
+  state = task.init_state(task.init_rng)
+  metrics, _ = Evaluator(task, dataset).evaluate(state, "test")  # raises unless 360 examples
   assert 0.0 <= metrics["accuracy"] <= 1.0
 
 
@@ -70,8 +75,10 @@ def test_on_device_and_host_fed_training_are_identical(quick_config, tmp_path):
     config_lib.apply_overrides(config, [("data.on_device_max_mb", str(on_device_max_mb)),
                                         ("log_every_steps", "1"), ("mesh.data", "2")])
     workdir = str(tmp_path / str(on_device_max_mb))
-    run = train.Run(config, workdir, devices=jax.devices()[:2])
-    assert run.on_device_data() == bool(on_device_max_mb)
+    dataset, task = task_testlib.build(config, devices=jax.devices()[:2])
+    feed = TrainFeed(task, dataset, 0)
+    assert feed.on_device == bool(on_device_max_mb)
+    feed.close()
     train.train_and_evaluate(config, workdir, devices=jax.devices()[:2])
     losses[on_device_max_mb] = [r["loss"] for r in metric_writers.read_metrics(workdir)
                                 if r["split"] == "train"]

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from lepton_jax import optimizers, registry, steps, train_state
+from lepton_jax import modeling, optimizers, registry, steps, train_state
 from lepton_jax.config_defaults import base_config
 from lepton_jax.data import transforms
 from lepton_jax.data.info import DatasetInfo
@@ -37,10 +37,11 @@ def make_config(**overrides):
 def build(config, accumulation_steps=1):
   """(state, jitted train step, jitted eval step, model, experiment) for `config` on INFO."""
   experiment = registry.get("experiment", "classification")(config, INFO)
-  model = train_state.build_model(config, experiment)
+  model = modeling.build_model(config, experiment)
   tx, schedule = optimizers.build(config.optimizer, 100)
   identity = transforms.build(())
-  state = train_state.make_init_fn(model, tx, INFO, identity, use_ema=config.ema_decay > 0)(
+  example = jnp.zeros((1,) + INFO.input_shape, INFO.input_dtype)
+  state = train_state.make_init_fn(model, tx, example, use_ema=config.ema_decay > 0)(
       jax.random.PRNGKey(config.seed))
   train_step = jax.jit(steps.make_train_step(model, experiment, tx, schedule, identity, identity,
                                              "features", accumulation_steps, config.ema_decay))
@@ -142,7 +143,7 @@ def test_dropout_is_random_per_step_in_training_and_off_in_evaluation():
   # Evaluation: no dropout, the plain deterministic network.
   eval_batch = dict(batch, mask=jnp.ones((32,), bool))
   stats = eval_step(state, eval_batch)
-  logits = model.apply({"params": state.params}, batch["features"], train=False)
+  logits, _ = model.apply(state.params, {}, batch["features"], train=False)
   expected = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).sum()
   np.testing.assert_allclose(stats["loss_sum"], expected, rtol=1e-5)
 
@@ -151,7 +152,7 @@ def test_label_smoothing_changes_the_training_loss_as_defined():
   batch = toy_batch(16)
   smoothing = 0.2
   state, train_step, _, model, _ = build(make_config(**{"loss.label_smoothing": smoothing}))
-  logits = model.apply({"params": state.params}, batch["features"], train=False)
+  logits, _ = model.apply(state.params, {}, batch["features"], train=False)
   log_p = jax.nn.log_softmax(logits)
   targets = (1 - smoothing) * jax.nn.one_hot(batch["label"], 3) + smoothing / 3
   expected = float(-(targets * log_p).sum(-1).mean())

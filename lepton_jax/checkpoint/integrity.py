@@ -141,6 +141,7 @@ def check_fits(saved: dict[str, tuple], abstract_state, where) -> None:
   mismatch = first_mismatch(saved, abstract_state)
   if mismatch:
     workdir = epath.Path(where).parent.parent
-    raise UserError(f"checkpoint {where} does not fit this model: {mismatch}; use a fresh "
-                    f"--workdir, or start from its parameters with --config.init_from={workdir}")
-
+    raise UserError(f"checkpoint {where} does not fit this model: {mismatch}; nothing was changed: "
+                    f"rerun the command that trained {workdir} (its config is in "
+                    f"{workdir / 'config.json'}), or train this config in a fresh --workdir "
+                    f"(--config.init_from={workdir} starts it from the checkpoint's parameters)")

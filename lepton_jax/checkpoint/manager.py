@@ -142,13 +142,11 @@ class Checkpointer:
 
   @classmethod
   def for_training(cls, workdir: str, config) -> "Checkpointer":
-    section = config.get("checkpoint") or {}
-    return cls(workdir, keep_last=int(section.get("keep_last", 3)),
-               keep_best=int(section.get("keep_best", 1)),
+    c = config.checkpoint
+    return cls(workdir, keep_last=int(c.keep_last), keep_best=int(c.keep_best),
                best_metric=config.eval.best_metric, best_mode=config.eval.best_mode,
-               async_save=bool(section.get("async_save", True)),
-               compress=bool(section.get("compress", False)),
-               writer_priority=str(section.get("writer_priority", "auto")), cleanup_tmp=True)
+               async_save=bool(c.async_save), compress=bool(c.compress),
+               writer_priority=str(c.writer_priority), cleanup_tmp=True)
 
   # ------------------------------------------------------------------ queries
   def all_steps(self) -> list[int]:

@@ -25,7 +25,7 @@ class Classification(Experiment):
     self.input_key = info.input_key
     self.num_classes = info.num_classes
     self.loss_fn = registry.get("loss", config.loss.name)
-    self.label_smoothing = float(config.loss.get("label_smoothing", 0.0))
+    self.label_smoothing = float(config.loss.label_smoothing)
     self.metric_names = tuple(config.metrics)
     for name in self.metric_names:
       registry.get("metric", name)  # a typo fails now, not after training

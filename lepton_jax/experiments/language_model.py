@@ -64,7 +64,7 @@ class LanguageModel(Experiment):
                       "(use data.name='text_files')")
     self.vocab_size = int(info.num_classes)
     self.loss_fn = registry.get("loss", config.loss.name)
-    self.label_smoothing = float(config.loss.get("label_smoothing", 0.0))
+    self.label_smoothing = float(config.loss.label_smoothing)
     self.metric_names = tuple(config.metrics)
     for name in self.metric_names:
       registry.get("metric", name)  # a typo fails now, not after training

@@ -1,23 +1,7 @@
 """Training: `train_and_evaluate(config, workdir)` trains (resuming from the workdir's newest
 checkpoint) and writes the run's report; `loop.train` is the loop alone."""
 
-import jax
-
-from lepton_jax import report
-from lepton_jax.errors import warn
-from lepton_jax.train.log import TrainingDiverged  # noqa: F401  (part of the API)
-from lepton_jax.train.loop import TrainResult, train
+from lepton_jax.train.log import TrainingDiverged  # noqa: F401
+from lepton_jax.train.loop import TrainResult, train  # noqa: F401
 from lepton_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted  # noqa: F401
-
-
-def train_and_evaluate(config, workdir: str, devices=None, stop_requested=None) -> dict:
-  """Trains `config` in `workdir`, writes plots/ and summary.md, and returns the final eval
-  metrics plus `step`."""
-  result: TrainResult = train(config, workdir, devices, stop_requested)
-  if jax.process_index() == 0:  # a failed report warns: the run stands
-    try:
-      report.after_training(workdir, config, result)
-    except Exception as e:  # noqa: BLE001
-      warn(f"could not write the plots/summary ({type(e).__name__}: {e}); run "
-           f"python -m lepton_jax.report {workdir}")
-  return result.as_dict()
+from lepton_jax.train.run import train_and_evaluate  # noqa: F401

@@ -141,8 +141,9 @@ class TrainLog:
       means["memory_bytes"] = memory
     return means
 
-  def eval(self, step: int, split: str, metrics: dict) -> None:
-    self.writer.write(step, split, metrics)
+  def eval(self, step: int, split: str, metrics: dict, write: bool = True) -> None:
+    if write:
+      self.writer.write(step, split, metrics)
     self.print(f"eval {split} at step {step}: " +
                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 

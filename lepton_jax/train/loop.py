@@ -39,6 +39,7 @@ class TrainResult:
 def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResult:
   """Trains `config` in `workdir`, resuming from its newest checkpoint."""
   clock = time.time()
+  run_record.prepare(workdir)
   dataset, task = build(config, devices)
   log = TrainLog(workdir, task, enabled=jax.process_index() == 0)
   log.print(mesh_lib.summary(task.mesh, config.batch_size))
@@ -78,7 +79,7 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
         raise preemption.Preempted(step)
     checkpointer.wait()
     if start >= task.total_steps:  # the run was already complete: evaluate what it left
-      last.evaluate(state, start)
+      last.evaluate(state, start, log_row=False)
   finally:
     profiler.close()
     if feed is not None:
@@ -114,9 +115,11 @@ class LastEval:
     self.metrics, self.stats = dict(metrics), None
     self.evaluator, self.log = evaluator, log
 
-  def evaluate(self, state, step: int) -> None:
+  def evaluate(self, state, step: int, log_row: bool = True) -> None:
+    """Evaluates on config.eval.split; `log_row=False` prints without a metrics row (a finished
+    run's evaluation, already logged by the command that trained it)."""
     t0 = time.perf_counter()
     split = self.evaluator.task.config.eval.split
     self.metrics, self.stats = self.evaluator.evaluate(state, split)
     self.log.exclude(time.perf_counter() - t0)
-    self.log.eval(step, split, self.metrics)
+    self.log.eval(step, split, self.metrics, write=log_row)

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lepton_jax.data import augment, transforms
+from lepton_jax.data import augment, statistics, transforms
 from lepton_jax.errors import UserError
 
 OPS = ("random_crop(padding=4)", "flip_lr", "random_resized_crop", "random_resized_crop(scale=(0.35, 1.0))")
@@ -100,29 +100,18 @@ def test_unknown_op_lists_the_registered_ops():
 
 
 class FakeDataset:
-  """Enough of a Dataset for the statistics: a builder whose as_dataset yields arrays."""
+  """Enough of a Dataset for the statistics: chunks of a split, and a cache dir."""
 
   def __init__(self, x, data_dir):
-    self.x = x
-    self.reads = 0
-    outer = self
+    self.x, self.data_dir, self.reads = x, data_dir, 0
 
-    class Builder:
-      def __init__(self):
-        self.data_dir = data_dir
+  def chunks(self, split, size):
+    self.reads += 1
+    for lo in range(0, len(self.x), size):
+      yield {"image": self.x[lo:lo + size]}
 
-      def as_dataset(self, split, batch_size, shuffle_files):
-        import tensorflow as tf
-        outer.reads += 1
-        return tf.data.Dataset.from_tensor_slices({"image": outer.x}).batch(batch_size)
-
-    self._builder = Builder()
-
-  def builder(self):
-    return self._builder
-
-  def host_transform(self, arrays):
-    return arrays
+  def cache_dir(self):
+    return self.data_dir
 
 
 def data_config(preprocess, augment_specs=()):
@@ -130,34 +119,38 @@ def data_config(preprocess, augment_specs=()):
                                     "train_split": "train"})
 
 
-def test_dataset_statistics_replace_the_placeholders_once(tmp_path):
+def test_dataset_statistics_fill_in_the_placeholders_without_changing_the_config(tmp_path):
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (100, 4, 4, 3)).astype(np.uint8)
   x[..., 2] = 7  # a constant channel keeps std 1
   dataset = FakeDataset(x, str(tmp_path))
   config = data_config(["normalize(mean='dataset', std='dataset')"], ["flip_lr"])
-  config.lock()  # configs are locked: existing keys can still change
-  assert augment.resolve_dataset_statistics(config, dataset)
-  name, kwargs = transforms.parse_spec(config.preprocess[0])
+  config.lock()
+  written = config.to_dict()
+  specs = statistics.resolve(config, dataset, "image")
+  assert config.to_dict() == written  # resolved specs are returned, the config is left alone
+  name, kwargs = transforms.parse_spec(specs.preprocess[0])
   expected = x.reshape(-1, 3) / 255.0
   assert name == "normalize"
   np.testing.assert_allclose(kwargs["mean"], expected.mean(0), rtol=1e-5)
   np.testing.assert_allclose(kwargs["std"][:2], expected.std(0)[:2], rtol=1e-5)
   assert kwargs["std"][2] == 1.0
-  assert config.augment == ("flip_lr",)
+  assert specs.augment == ("flip_lr",)
   # The resolved op normalizes the training images to mean 0, std 1 per channel.
-  y = np.asarray(transforms.build(config.preprocess)(jnp.asarray(x), jax.random.PRNGKey(0)))
+  y = np.asarray(transforms.build(specs.preprocess)(jnp.asarray(x), jax.random.PRNGKey(0)))
   np.testing.assert_allclose(y[..., :2].reshape(-1, 2).mean(0), 0.0, atol=1e-4)
   np.testing.assert_allclose(y[..., :2].reshape(-1, 2).std(0), 1.0, atol=1e-4)
-  # Idempotent; and a second dataset load of the same data uses the cache.
-  assert not augment.resolve_dataset_statistics(config, dataset)
-  again = data_config(["normalize(mean='dataset', std=0.5)"])
-  assert augment.resolve_dataset_statistics(again, dataset)
+  # Numbers need no pass; a second load of the same data uses the cache.
+  assert statistics.resolve(data_config(["to_float"]), dataset, "image").preprocess == ("to_float",)
+  again = statistics.resolve(data_config(["normalize(mean='dataset', std=0.5)"]), dataset, "image")
   assert dataset.reads == 1
   assert transforms.parse_spec(again.preprocess[0])[1]["std"] == 0.5
+  # Outside a training run (no data at hand) a placeholder is a clear error.
+  with pytest.raises(UserError, match="only a training run computes"):
+    statistics.OpSpecs.of_config(config)
 
 
 def test_dataset_statistics_only_for_mean_and_std(tmp_path):
   dataset = FakeDataset(np.zeros((4, 2, 2, 1), np.uint8), str(tmp_path))
   with pytest.raises(UserError, match="only mean and std"):
-    augment.resolve_dataset_statistics(data_config(["normalize(max_value='dataset')"]), dataset)
+    statistics.resolve(data_config(["normalize(max_value='dataset')"]), dataset, "image")

@@ -10,6 +10,8 @@ from lepton_jax.config_defaults import base_config
 from lepton_jax.data import base, tfds_source
 from lepton_jax.data.info import DatasetInfo
 
+import task_testlib
+
 
 class _Synthetic(base.Dataset):
   """Random arrays shaped like a real dataset; shards as tfds even_splits would."""
@@ -88,9 +90,9 @@ def test_one_jitted_step_on_1_and_8_devices(model, tmp_path):
   losses = []
   for devices in (jax.devices()[:1], jax.devices()[:8]):
     config = make_config(model, dataset, experiment, kwargs, len(devices))
-    run = train.Run(config, str(tmp_path / str(len(devices))), devices=devices)
-    state = run.init_state(run.init_rng)
-    state, metrics = run.train_step(state, run.global_batch(run.train_data.batch(0)))
+    data, task = task_testlib.build(config, devices=devices)
+    state = task.init_state(task.init_rng)
+    state, metrics = task.train_step(state, task_testlib.first_batch(task, data))
     assert int(state.step) == 1
     losses.append(float(metrics["loss"]))
     assert np.isfinite(losses[-1])
