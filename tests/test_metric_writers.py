@@ -101,8 +101,10 @@ def test_a_torn_last_event_is_dropped_and_the_rest_kept(tmp_path):
   split_dir = tmp_path / "tensorboard" / "train"
   (path,) = [p for p in split_dir.iterdir() if "tfevents" in p.name]
   path.write_bytes(path.read_bytes()[:-7])  # a kill in the middle of the last record
-  metric_writers.MetricWriter(str(tmp_path)).truncate_after(10)
+  metric_writers.MetricWriter(str(tmp_path)).truncate_after(2)
   assert _tensorboard_scalars(split_dir) == [(1, "loss", 1.0), (2, "loss", 2.0)]
+  metric_writers.MetricWriter(str(tmp_path)).truncate_after(1)
+  assert _tensorboard_scalars(split_dir) == [(1, "loss", 1.0)]
 
 
 def test_numbers_are_formatted_alike_large_and_small():
