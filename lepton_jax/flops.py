@@ -96,7 +96,7 @@ def _repeats(name: str, params: dict) -> float:
   if name == "shard_map":
     mesh = params["mesh"]
     axes = params.get("newly_manual_axes") or params.get("manual_axes") or mesh.axis_names
-    return float(math.prod(dict(zip(mesh.axis_names, mesh.axis_sizes))[a] for a in axes))
+    return float(math.prod(mesh.shape[a] for a in axes))
   return 1.0
 
 

@@ -1,7 +1,7 @@
 """Predictions of a trained workdir, for new inputs:
 
     python -m lepton_jax.predict --workdir W INPUT... [--top_k 3] [--threshold 0.5] [--json]
-        [--batch_size N] [--checkpoint latest|best|STEP]
+        [--batch_size N] [--checkpoint latest|best|STEP] [--strict]
     python -m lepton_jax.predict --workdir W_LM "Once upon a time" [--max_new_tokens 200]
         [--temperature 0.8] [--top_k 40] [--seed 0]
 
@@ -16,7 +16,10 @@ examples: the dataset's `host_transform` (numpy, on the host), then the
 `probabilities`. Inputs:
 
   image files (PNG, JPEG, ... via PIL)  converted to the dataset's channels
-      (L / RGB / RGBA) and resized (bilinear) to its input height and width;
+      (L / RGB / RGBA) and resized (bilinear) to its input height and width,
+      with a note on stderr per kind of conversion ("note: resized and converted
+      3 images from 640x480 RGB to 8x8 L (the model's input)"); --strict refuses
+      such images instead;
   .npy arrays                           one example (input shape) or a batch (N, *input shape);
   .csv / .txt of numbers                rows of features, for 1-D feature inputs;
   directories                           every such file inside, sorted;

@@ -53,6 +53,15 @@ def git_state(path: str) -> dict | None:
           "diff": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None}
 
 
+def command_line() -> list[str]:
+  """This process's command line as typed: `python -m lepton_jax.main ...` rather than the path of
+  main.py that sys.argv holds."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  if spec is not None and spec.name and not spec.name.startswith("__"):
+    return [sys.executable, "-m", spec.name.removesuffix(".__main__")] + sys.argv[1:]
+  return [sys.executable] + sys.argv
+
+
 def device_facts() -> dict:
   devices = jax.devices()
   return {"count": len(devices), "kind": devices[0].device_kind, "platform": devices[0].platform,
@@ -63,7 +72,7 @@ def collect() -> dict:
   """The facts of this process (JSON-serializable)."""
   package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   return {
-      "command": [sys.executable] + sys.argv,
+      "command": command_line(),
       "cwd": os.getcwd(),
       "python": platform.python_version(),
       "versions": {name: _version(dist) for name, dist in PACKAGES.items()},

@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ except ImportError:  # Windows: no flock; leases work everywhere
 
 from etils import epath
 
+from lepton_jax import provenance
 from lepton_jax.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -49,7 +49,7 @@ def holder_info() -> dict:
   """Who is taking the lock: host, pid, start time and command line of this process."""
   return {"host": socket.gethostname(), "pid": os.getpid(),
           "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-          "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)}
+          "command": " ".join(shlex.quote(a) for a in provenance.command_line())}
 
 
 def describe_holder(info: dict) -> str:
@@ -141,17 +141,24 @@ class WorkdirLock:
                         f"{self.stale_seconds:.0f}s after its last renewal")
     path.parent.mkdir(parents=True, exist_ok=True)
     self._lease = dict(holder_info(), token=uuid.uuid4().hex, heartbeat=self.clock())
-    path.write_text(json.dumps(self._lease))
+    self._write_lease(path)
     self._stop.clear()
     self._thread = threading.Thread(target=self._renew, args=(path,), daemon=True,
                                     name="lepton-workdir-lease")
     self._thread.start()
 
+  def _write_lease(self, path) -> None:
+    """Writes the lease whole (a temp file renamed over it): a reader never sees half of one and
+    takes it for no lease."""
+    partial = path.parent / f"{LEASE_FILE}.{self._lease['token']}.partial"
+    partial.write_text(json.dumps(self._lease))
+    partial.replace(path)
+
   def _renew(self, path) -> None:
     while not self._stop.wait(self.heartbeat_seconds):
       self._lease["heartbeat"] = self.clock()
       try:
-        path.write_text(json.dumps(self._lease))
+        self._write_lease(path)
       except Exception:  # noqa: BLE001  storage clients raise their own types; retry next beat
         pass  # only an outage longer than stale_seconds lets the lease go stale
 

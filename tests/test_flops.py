@@ -113,3 +113,12 @@ def test_with_xla_attention_clones_only_models_that_choose_an_attention():
   assert flops.with_xla_attention(Choosy(attention="cudnn")).attention == "xla"
   dense = nn.Dense(3)
   assert flops.with_xla_attention(dense) is dense
+
+
+def test_a_shard_map_body_counts_once_per_shard():
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = jax.make_mesh((4,), ("d",), devices=jax.devices()[:4])
+  fn = jax.shard_map(lambda x, w: x @ w, mesh=mesh, in_specs=(P("d"), P()), out_specs=P("d"))
+  x = jax.ShapeDtypeStruct((16, 32), jnp.float32, sharding=NamedSharding(mesh, P("d")))
+  w = jax.ShapeDtypeStruct((32, 8), jnp.float32, sharding=NamedSharding(mesh, P()))
+  assert flops.forward_flops(fn, x, w) == 2 * 16 * 32 * 8  # 4 shards of 4 rows each

@@ -4,6 +4,7 @@ import copy
 import json
 import os
 import subprocess
+import sys
 
 import jax
 import pytest
@@ -104,3 +105,12 @@ def test_summary_rows(repo):
   assert f"jax {jax.__version__}" in rows["versions"] and rows["versions"].startswith("python 3.")
   assert rows["devices"] == f"{jax.device_count()} x cpu (cpu), 1 process"
   assert record["host"] in rows["started"]
+
+
+def test_command_line_is_as_typed_for_python_dash_m(tmp_path):
+  (tmp_path / "some_tool.py").write_text(
+      "import json\nfrom lepton_jax import provenance\nprint(json.dumps(provenance.command_line()))\n")
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = subprocess.run([sys.executable, "-m", "some_tool", "--workdir", "w"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120, check=True).stdout
+  assert json.loads(out) == [sys.executable, "-m", "some_tool", "--workdir", "w"]
