@@ -4,7 +4,8 @@ still ahead.
 The loop feeds `EtaEstimator` the measured durations of what it did (train
 intervals, each evaluation, the blocking part of each checkpoint save); the
 estimate adds, for what is left of the schedule, the train steps at the recent
-rate, the evaluations and saves at their measured mean durations, and the
+rate, the evaluations and saves at their measured mean durations (evaluations
+after the first, which compiled the eval step, once there are such), and the
 final report. Before the first evaluation has been timed, one is estimated from
 the eval split's size and the train rate: a forward pass costs a third of a
 train step's forward and backward per example (the convention of
