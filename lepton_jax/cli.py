@@ -9,7 +9,12 @@ from lepton_jax.errors import UserError
 
 
 class CliParser(argparse.ArgumentParser):
-  """argparse whose usage errors are UserErrors: one line `error: ... (see --help)`, exit 2."""
+  """argparse whose usage errors are UserErrors: one line `error: ... (see --help)`, exit 2; its
+  description (a command's whole module docstring) is printed as written."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    super().__init__(*args, **kwargs)
 
   def error(self, message):
     raise UserError(f"{message} (see --help)")

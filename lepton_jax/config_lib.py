@@ -4,6 +4,8 @@ A config file is Python with `get_config(arg=None) -> ml_collections.ConfigDict`
 (big_vision style). `configs/x.py:arg` passes `arg` as a string. The returned
 config is locked: overriding a key that does not exist is an error naming the
 closest valid keys, and a value must fit the type of the default it replaces.
+`validate(config)`, run on the final config (after the overrides), refuses
+values no run can use (a batch of 0, a negative seed, ...) naming the key.
 """
 
 import ast
@@ -11,6 +13,7 @@ import difflib
 import importlib
 import importlib.util
 import json
+import math
 import os
 from typing import Any, Iterable
 
@@ -39,6 +42,8 @@ def load(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
+  except SystemExit as e:
+    raise exit_error(path, e) from None
   except Exception as e:  # A user's config file may raise anything.
     raise UserError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from e
   if not hasattr(module, "get_config"):
@@ -47,6 +52,8 @@ def load(spec: str) -> ml_collections.ConfigDict:
     config = module.get_config(arg) if arg else module.get_config()
   except UserError:
     raise
+  except SystemExit as e:
+    raise exit_error(path, e) from None
   except Exception as e:
     raise UserError(f"{path}: get_config({arg!r}) failed: {type(e).__name__}: {e}") from e
   if not isinstance(config, ml_collections.ConfigDict):
@@ -55,6 +62,12 @@ def load(spec: str) -> ml_collections.ConfigDict:
   config.lock()
   import_modules(config)
   return config
+
+
+def exit_error(path: str, exit_: SystemExit) -> UserError:
+  """A config file that exits (sys.exit, exit()) while loading: an error, not a silent success."""
+  return UserError(f"config file {path!r} called sys.exit({exit_.code!r}) while loading; a config "
+                   "file must define get_config() and return a config, not exit")
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -149,6 +162,47 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[tuple
         parent[leaf] = value
     except Exception as e:
       raise UserError(f"--config.{key}={raw!r}: {e}") from e
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_steps(config) -> None:
+  if not _is_int(config.num_train_steps) or not (config.num_train_steps > 0
+                                                 or config.num_train_steps == -1):
+    raise UserError(f"num_train_steps={config.num_train_steps!r} is not a step count; use N > 0, "
+                    "or -1 to train for num_epochs epochs")
+  epochs = config.num_epochs
+  if config.num_train_steps == -1 and not (
+      isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+      and math.isfinite(epochs) and epochs > 0):
+    raise UserError(f"num_epochs={epochs!r} must be a positive number when num_train_steps is -1; "
+                    "set num_epochs > 0 or num_train_steps > 0")
+  if not _is_int(config.log_every_steps) or config.log_every_steps <= 0:
+    raise UserError(f"log_every_steps={config.log_every_steps!r} must be a positive integer (train "
+                    "metrics and the progress line every N steps)")
+  for key in ("eval_every_steps", "checkpoint_every_steps"):
+    if not _is_int(config[key]) or config[key] < -1:
+      raise UserError(f"{key}={config[key]!r} is not a step count; use N > 0, -1 (once per epoch) "
+                      "or 0 (only at the end)")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses values no run can use, naming the key; call it on the final config (after the
+  command line's overrides)."""
+  if not _is_int(config.batch_size) or config.batch_size <= 0:
+    raise UserError(f"batch_size={config.batch_size!r} must be a positive integer (the global batch "
+                    "over all devices)")
+  found, eval_batch = _lookup(config, "eval.batch_size")
+  if found and (not _is_int(eval_batch) or eval_batch < 0):
+    raise UserError(f"eval.batch_size={eval_batch!r} must be a positive integer, or 0 for batch_size")
+  if not _is_int(config.seed) or not 0 <= config.seed < 2**63:
+    raise UserError(f"seed={config.seed!r} must be an integer from 0 to 2**63 - 1")
+  _validate_steps(config)
+  found, warmup = _lookup(config, "optimizer.warmup_steps")
+  if found and (not _is_int(warmup) or warmup < 0):
+    raise UserError(f"optimizer.warmup_steps={warmup!r} must be an integer >= 0")
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -287,7 +287,7 @@ def _probe_batch(predictor, shape, dtype, n):
 def main(argv) -> int:
   # Before TensorFlow is first imported (by the SavedModel writer): no C++ start-up chatter.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  p = CliParser(prog="python -m lepton_jax.export", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.export", description=__doc__)
   p.add_argument("--workdir", required=True, help="the trained run's workdir")
   p.add_argument("--out", required=True, help="directory for the exported artifacts")
   p.add_argument("--checkpoint", default="latest", help="latest, best or a step number")

@@ -1,9 +1,14 @@
-"""The command line:
+"""Train (or evaluate) a config in a workdir; re-running the same command resumes.
 
-    python -m lepton_jax.main --config configs/x.py[:arg] --workdir DIR [--config.a.b=value ...]
+    python -m lepton_jax.main --config configs/x.py[:arg] --workdir DIR [--config.KEY=VALUE ...]
     python -m lepton_jax.main --config ... --workdir DIR --mode=eval [--checkpoint latest|best|STEP]
     python -m lepton_jax.main --config configs/x.py --workdir DIR --sweep   # the file's get_sweep()
     python -m lepton_jax.main --list
+
+--config.KEY=VALUE overrides one key of the config, dotted for nested keys
+(--config.optimizer.learning_rate=0.01, --config.model.conv_features=32,64);
+the value must fit the type of the key's default. Every key and its default:
+docs/config_reference.md.
 
 Exit status: 0 done; 2 bad input (config, data, checkpoint, CLI); 3 training
 diverged; 75 preempted (SIGTERM/SIGINT: a checkpoint was committed, run the same
@@ -17,8 +22,9 @@ from lepton_jax.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = CliParser(prog="python -m lepton_jax.main", description=__doc__.split("\n\n")[0],
-              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = CliParser(prog="python -m lepton_jax.main", description=__doc__,
+                usage="%(prog)s --config FILE.py[:ARG] --workdir DIR [--config.KEY=VALUE ...] "
+                      "[options]")
   p.add_argument("--config", help="config file, optionally with an argument: configs/x.py[:arg]")
   p.add_argument("--workdir", help="directory (or gs:// path) for checkpoints, logs and metrics")
   p.add_argument("--mode", choices=("train", "eval"), default="train",

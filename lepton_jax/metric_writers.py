@@ -1,12 +1,14 @@
 """Where logged values go: metrics.jsonl, TensorBoard event files, the console.
 
 Only process 0 writes. `metrics.jsonl` holds one JSON object per line with
-`step`, `split` and the metrics; on resume the rows after the restored step
-are dropped first, so every step appears once.
+`step`, `split` and the metrics; TensorBoard's event files hold the same
+scalars under WORKDIR/tensorboard/<split>/. On resume the rows and events after
+the restored step are dropped first, from both, so every step appears once.
 """
 
 import json
 import math
+import struct
 import sys
 import time
 
@@ -22,7 +24,10 @@ class MetricWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops rows logged after `step` (they belong to work the resume will redo)."""
-    if not self.enabled or not self.path.exists():
+    if not self.enabled:
+      return
+    if not self.path.exists():
+      truncate_event_files(self._tb_dir, step)
       return
     kept = [line for line in self.path.read_text().splitlines()
             if (row := _parse_row(line)) is not None and row["step"] <= step]
@@ -31,6 +36,7 @@ class MetricWriter:
     partial = self.path.parent / (self.path.name + ".partial")
     partial.write_text("".join(line + "\n" for line in kept))
     partial.replace(self.path)
+    truncate_event_files(self._tb_dir, step)
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:
@@ -61,6 +67,57 @@ class MetricWriter:
     for writer in self._tb_writers.values():
       writer.close()
     self._tb_writers = {}
+
+
+# A rewritten event file is written under this prefix, then renamed over the original. TensorBoard
+# reads only names containing "tfevents", so a rewrite cut short by a kill is never read as data.
+_REWRITE_PREFIX = ".rewrite-"
+
+
+def _event_records(data: bytes):
+  """(framed record, payload) of each complete, intact TFRecord in `data`, up to the first torn or
+  corrupt one (a kill mid-write leaves a partial last record)."""
+  from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+  pos = 0
+  while pos + 12 <= len(data):
+    header = data[pos:pos + 8]
+    (length,) = struct.unpack("<Q", header)
+    end = pos + 12 + length + 4
+    if end > len(data) or struct.unpack("<I", data[pos + 8:pos + 12])[0] != masked_crc32c(header):
+      return
+    payload = data[pos + 12:pos + 12 + length]
+    if struct.unpack("<I", data[end - 4:end])[0] != masked_crc32c(payload):
+      return
+    yield data[pos:end], payload
+    pos = end
+
+
+def truncate_event_file(path: epath.Path, step: int) -> None:
+  """Drops the events after `step` from one TensorBoard event file: the kept records are written
+  to a new file that replaces the old one in one rename, so a kill never loses them."""
+  from tensorboard.compat.proto import event_pb2
+  data = path.read_bytes()
+  records = list(_event_records(data))
+  kept = [framed for framed, payload in records if event_pb2.Event.FromString(payload).step <= step]
+  if len(kept) == len(records) and sum(map(len, kept)) == len(data):
+    return  # nothing after `step`, nothing torn
+  partial = path.parent / (_REWRITE_PREFIX + path.name.replace("tfevents", "events"))
+  partial.write_bytes(b"".join(kept))
+  partial.replace(path)
+
+
+def truncate_event_files(tb_dir: epath.Path, step: int) -> None:
+  """`truncate_event_file` for every event file of every split under `tb_dir`."""
+  if not tb_dir.exists():
+    return
+  for split_dir in (p for p in tb_dir.iterdir() if p.is_dir()):
+    names = list(split_dir.iterdir())
+    for path in names:
+      if path.name.startswith(_REWRITE_PREFIX):
+        path.unlink(missing_ok=True)  # a rewrite a kill cut short; its original is intact
+    for path in names:
+      if "tfevents" in path.name:
+        truncate_event_file(path, step)
 
 
 def _plain(value):
@@ -106,12 +163,16 @@ class ProgressLine:
     self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
     self._open = False
 
-  def update(self, step: int, fields: dict, seconds_per_step: float) -> None:
+  def update(self, step: int, fields: dict, seconds_per_step: float,
+             eta_seconds: float | None = None) -> None:
+    """Shows `fields` at `step`; the ETA is `eta_seconds` (see lepton_jax.eta) if given, else
+    the train steps left at `seconds_per_step`."""
     if not self.enabled:
       return
-    eta = format_duration((self.total - step) * seconds_per_step)
+    left = (self.total - step) * seconds_per_step if eta_seconds is None else eta_seconds
+    eta = format_duration(left)
     parts = [f"step {step}/{self.total}"]
-    parts += [f"{k} {_fmt(v)}" for k, v in fields.items()]
+    parts += [f"{k} {format_number(v)}" for k, v in fields.items()]
     parts.append(f"ETA {eta}")
     line = " | ".join(parts)
     if self.tty:
@@ -132,12 +193,20 @@ class ProgressLine:
     self.stream.flush()
 
 
-def _fmt(value):
-  if isinstance(value, float):
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-      return f"{value:.3e}"
-    return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.0f}"
-  return str(value)
+def format_number(value):
+  """A number for people: thousands separators for large ones (never an exponent), four decimals
+  for small ones, an exponent only below 0.001."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return str(value)
+  if isinstance(value, int):
+    return f"{value:,}"
+  if not math.isfinite(value):
+    return str(value)
+  if abs(value) >= 100:
+    return f"{value:,.0f}"
+  if value != 0 and abs(value) < 1e-3:
+    return f"{value:.3e}"
+  return f"{value:,.4f}"
 
 
 class Timer:

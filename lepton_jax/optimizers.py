@@ -7,8 +7,15 @@
     config.optimizer.accumulation_steps = 4    # micro-batches per step (1: off; see steps.py)
 
 Weight decay applies only to parameters with two or more dimensions (kernels
-and embeddings), never to biases and normalization scales.
+and embeddings), never to biases and normalization scales. Every value is read
+from the config as it is: the defaults live in config_defaults.base_config only.
+
+A warmup that would not end before training does (e.g. the quickstart's 20
+warmup steps in a run shortened to 20 steps) is scaled down to a tenth of
+training; `warmup_note` says so, for the train loop to print.
 """
+
+import math
 
 import jax
 import optax
@@ -19,33 +26,53 @@ from lepton_jax.errors import UserError
 
 # --- schedules: fn(opt_config, total_steps) -> optax schedule -------------------------
 
+# The schedules that read optimizer.warmup_steps.
+WARMUP_SCHEDULES = ("constant", "warmup_cosine")
+# A warmup as long as training or longer becomes this share of training.
+SHORT_RUN_WARMUP_FRACTION = 0.1
+
+
+def warmup_steps(cfg, total_steps: int) -> int:
+  """optimizer.warmup_steps, or a tenth of training where it would not end before training does."""
+  warmup = int(cfg.warmup_steps)
+  if warmup >= total_steps:
+    return int(total_steps * SHORT_RUN_WARMUP_FRACTION)
+  return warmup
+
+
+def warmup_note(cfg, total_steps: int) -> str | None:
+  """One line saying the warmup was shortened to fit training, or None where it was not."""
+  if cfg.schedule not in WARMUP_SCHEDULES or warmup_steps(cfg, total_steps) == cfg.warmup_steps:
+    return None
+  return (f"note: optimizer.warmup_steps={cfg.warmup_steps} is not below the {total_steps} training "
+          f"steps: warming up over {warmup_steps(cfg, total_steps)} steps (a tenth of training) "
+          "instead")
+
 
 @registry.register("schedule", "constant")
 def constant(cfg, total_steps):
   """learning_rate throughout, after an optional linear warmup."""
-  if cfg.get("warmup_steps", 0):
+  warmup = warmup_steps(cfg, total_steps)
+  if warmup:
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
-         optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
+        [optax.linear_schedule(0.0, cfg.learning_rate, warmup),
+         optax.constant_schedule(cfg.learning_rate)], [warmup])
   return optax.constant_schedule(cfg.learning_rate)
 
 
 @registry.register("schedule", "warmup_cosine")
 def warmup_cosine(cfg, total_steps):
   """Linear warmup to learning_rate, then cosine decay to end_learning_rate."""
-  warmup = int(cfg.get("warmup_steps", 0))
-  if warmup >= total_steps:
-    raise UserError(f"optimizer.warmup_steps={warmup} must be below the {total_steps} training steps")
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
-      decay_steps=total_steps, end_value=cfg.get("end_learning_rate", 0.0))
+      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup_steps(cfg, total_steps),
+      decay_steps=total_steps, end_value=cfg.end_learning_rate)
 
 
 @registry.register("schedule", "step_decay")
 def step_decay(cfg, total_steps):
   """learning_rate multiplied by decay_factor at each of decay_boundaries (fractions of training)."""
-  boundaries = cfg.get("decay_boundaries", (0.5, 0.75))
-  factor = cfg.get("decay_factor", 0.1)
+  boundaries = cfg.decay_boundaries
+  factor = cfg.decay_factor
   steps = {int(b * total_steps) if b < 1 else int(b): factor for b in boundaries}
   return optax.piecewise_constant_schedule(cfg.learning_rate, steps)
 
@@ -67,39 +94,39 @@ def sgd(cfg, schedule):
 @registry.register("optimizer", "momentum")
 def momentum(cfg, schedule):
   """SGD with heavy-ball momentum (optimizer.momentum)."""
-  return optax.sgd(schedule, momentum=cfg.get("momentum", 0.9))
+  return optax.sgd(schedule, momentum=cfg.momentum)
 
 
 @registry.register("optimizer", "nesterov")
 def nesterov(cfg, schedule):
   """SGD with Nesterov momentum (optimizer.momentum)."""
-  return optax.sgd(schedule, momentum=cfg.get("momentum", 0.9), nesterov=True)
+  return optax.sgd(schedule, momentum=cfg.momentum, nesterov=True)
 
 
 @registry.register("optimizer", "adam")
 def adam(cfg, schedule):
   """Adam (optimizer.b1, b2, eps)."""
-  return optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8))
+  return optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
 
 
 @registry.register("optimizer", "adamw")
 def adamw(cfg, schedule):
   """AdamW with decoupled weight decay on kernels only (optimizer.weight_decay)."""
-  return optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                     eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 1e-4),
+  return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                      mask=decay_mask)
 
 
 def build(cfg, total_steps: int):
   """The full transformation of config.optimizer, and its learning-rate schedule."""
-  if cfg.learning_rate <= 0:
-    raise UserError(f"optimizer.learning_rate must be positive, got {cfg.learning_rate}")
-  schedule = registry.get("schedule", cfg.get("schedule", "constant"))(cfg, total_steps)
+  lr = cfg.learning_rate
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    raise UserError(f"optimizer.learning_rate must be a positive finite number, got {lr!r}")
+  schedule = registry.get("schedule", cfg.schedule)(cfg, total_steps)
   tx = registry.get("optimizer", cfg.name)(cfg, schedule)
   parts = []
-  if cfg.get("grad_clip_norm", 0.0):
+  if cfg.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-  if cfg.get("weight_decay", 0.0) and cfg.name != "adamw":
+  if cfg.weight_decay and cfg.name != "adamw":
     parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
   tx = optax.chain(*parts, tx) if parts else tx
   return tx, schedule

@@ -1,13 +1,22 @@
 """Efficiency figures shown live: FLOPs per step, peak FLOP/s, MFU, memory, traces.
 
-MFU (model FLOPs utilization) = FLOPs the compiled step does per device /
-(step time x the device's peak FLOP/s). FLOPs come from XLA's cost analysis of
-the compiled (partitioned, so per-device) step. Peak FLOP/s: `perf.peak_flops`
-if set, else a table of known accelerators (dense bf16 figures of their data
-sheets), else — on CPUs — a figure measured at start-up with a float32 matrix
-product (a practical peak, which makes CPU MFU a relative figure).
+MFU (model FLOPs utilization) = model FLOPs of a step per device / (step time x
+the device's peak FLOP/s). Model FLOPs come from `lepton_jax.flops` (counted
+from the traced step, the same on every backend); `step_flops` is XLA's count of
+a compiled step, which leaves out library calls (cuBLAS, cuDNN) and so
+undercounts on GPUs. Peak FLOP/s, in this order: `perf.peak_flops` if set; a
+table of known accelerators (dense bf16 figures of their data sheets); on CPUs,
+a float32 matrix product measured once per machine (best of several runs, a
+practical peak that makes CPU MFU a relative figure) and cached in
+$LEPTON_JAX_CACHE_DIR (default ~/.cache/lepton_jax, or $XDG_CACHE_HOME/lepton_jax)
+under the CPU model, core count, jax version and device kind; delete the file to
+measure again.
 """
 
+import datetime
+import json
+import os
+import platform
 import time
 
 import jax
@@ -46,18 +55,94 @@ def step_flops(compiled) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
-def measured_matmul_flops(device=None, n: int = 1024, repeats: int = 5) -> float:
-  """FLOP/s of a float32 n x n matrix product on `device` (median of `repeats`)."""
+def measured_matmul_flops(device=None, n: int = 1024, repeats: int = 10, per_run: int = 3) -> float:
+  """FLOP/s of float32 n x n matrix products on `device`: the best of `repeats` runs of `per_run`
+  products each (the best, not the median: a busy moment only ever slows a run down)."""
   device = device or jax.devices()[0]
   x = jax.device_put(jnp.ones((n, n), jnp.float32), device)
   matmul = jax.jit(lambda a: a @ a)
   matmul(x).block_until_ready()
-  times = []
+  best = float("inf")
   for _ in range(repeats):
     t0 = time.perf_counter()
-    matmul(x).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2 * n**3 / sorted(times)[len(times) // 2]
+    for _ in range(per_run):
+      y = matmul(x)
+    y.block_until_ready()
+    best = min(best, (time.perf_counter() - t0) / per_run)
+  return 2 * n**3 / best
+
+
+CACHE_DIR_ENV = "LEPTON_JAX_CACHE_DIR"
+PEAK_CACHE_FILE = "peak_flops.json"
+
+
+def cache_dir() -> str:
+  """Where lepton_jax keeps per-machine measurements: $LEPTON_JAX_CACHE_DIR, else the user's
+  cache dir."""
+  if os.environ.get(CACHE_DIR_ENV):
+    return os.environ[CACHE_DIR_ENV]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "lepton_jax")
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def machine_key(device) -> str:
+  """What a measured peak depends on: CPU model, usable cores, jax version, device kind."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return f"{_cpu_model()} | {cores} cores | jax {jax.__version__} | {device.device_kind}"
+
+
+def _read_cache(path: str) -> dict:
+  """The cache's entries; an unreadable or malformed file reads as empty (it is re-measured)."""
+  try:
+    with open(path) as f:
+      entries = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return entries if isinstance(entries, dict) else {}
+
+
+def _valid(entry) -> bool:
+  return (isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float))
+          and entry["flops"] > 0 and isinstance(entry.get("date"), str))
+
+
+def _write_cache(path: str, entries: dict) -> bool:
+  """Writes the cache atomically (a temp file renamed over it); False where it cannot."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w") as f:
+      json.dump(entries, f, indent=2, sort_keys=True)
+    os.replace(partial, path)
+    return True
+  except OSError:
+    return False
+
+
+def cached_measured_peak(device, measure=None) -> tuple[float, str]:
+  """(measured peak FLOP/s of `device`, where it comes from): measured (by
+  `measure(device)`, default `measured_matmul_flops`) once per machine, then cached."""
+  path = os.path.join(cache_dir(), PEAK_CACHE_FILE)
+  key = machine_key(device)
+  entries = _read_cache(path)
+  if _valid(entries.get(key)):
+    return float(entries[key]["flops"]), f"cached measurement from {entries[key]['date']}"
+  value = float((measure or measured_matmul_flops)(device))
+  entries[key] = {"flops": value, "date": datetime.date.today().isoformat()}
+  if _write_cache(path, entries):
+    return value, f"measured f32 matmul, cached in {path}"
+  return value, "measured f32 matmul (the cache dir is not writable)"
 
 
 def peak_flops(device, configured: float = 0.0) -> tuple[float, str]:
@@ -69,7 +154,7 @@ def peak_flops(device, configured: float = 0.0) -> tuple[float, str]:
     if kind.startswith(name):
       return PEAK_FLOPS[name], f"data sheet ({name})"
   if device.platform == "cpu":
-    return measured_matmul_flops(device), "measured f32 matmul"
+    return cached_measured_peak(device)
   return 0.0, "unknown device"
 
 

@@ -1,7 +1,7 @@
 """Predictions of a trained workdir, for new inputs:
 
     python -m lepton_jax.predict --workdir W INPUT... [--top_k 3] [--threshold 0.5] [--json]
-        [--batch_size N] [--checkpoint latest|best|STEP]
+        [--batch_size N] [--checkpoint latest|best|STEP] [--strict]
     python -m lepton_jax.predict --workdir W_LM "Once upon a time" [--max_new_tokens 200]
         [--temperature 0.8] [--top_k 40] [--seed 0]
 
@@ -16,7 +16,10 @@ examples: the dataset's `host_transform` (numpy, on the host), then the
 `probabilities`. Inputs:
 
   image files (PNG, JPEG, ... via PIL)  converted to the dataset's channels
-      (L / RGB / RGBA) and resized (bilinear) to its input height and width;
+      (L / RGB / RGBA) and resized (bilinear) to its input height and width,
+      with a note on stderr per kind of conversion ("note: resized and converted
+      3 images from 640x480 RGB to 8x8 L (the model's input)"); --strict refuses
+      such images instead;
   .npy arrays                           one example (input shape) or a batch (N, *input shape);
   .csv / .txt of numbers                rows of features, for 1-D feature inputs;
   directories                           every such file inside, sorted;
@@ -29,6 +32,7 @@ Binary experiments report P(positive label) and a decision at --threshold.
 import argparse
 import json
 import os
+import sys
 from typing import Callable, Sequence
 
 import jax
@@ -158,8 +162,11 @@ class Predictor(predict_inputs.InputFiles):
     return rows
 
   def predict_files(self, paths: Sequence[str], top_k: int = 3, threshold: float = 0.5,
-                    batch_size: int | None = None) -> list[dict]:
-    names, x = self.load_inputs(paths)
+                    batch_size: int | None = None,
+                    conversions: predict_inputs.Conversions | None = None) -> list[dict]:
+    """describe() of the examples in `paths`; images resized or converted to fit the model are
+    recorded in `conversions` (which refuses them if strict)."""
+    names, x = self.load_inputs(paths, conversions)
     return self.describe(names, self.predict(x, batch_size), top_k, threshold)
 
   # -- language models
@@ -218,7 +225,7 @@ def load(workdir, checkpoint="latest", batch_size: int | None = None) -> Predict
 # ---------------------------------------------------------------- the command line
 
 def build_parser() -> argparse.ArgumentParser:
-  p = CliParser(prog="python -m lepton_jax.predict", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.predict", description=__doc__)
   p.add_argument("inputs", nargs="*", metavar="INPUT",
                  help="image / .npy / .csv files or directories; for language models, prompt text")
   p.add_argument("--workdir", required=True, help="the trained run's workdir")
@@ -234,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--temperature", type=float, default=1.0,
                  help="language models: softmax temperature; 0 = greedy")
   p.add_argument("--seed", type=int, default=0, help="language models: sampling seed")
+  p.add_argument("--strict", action="store_true",
+                 help="refuse images that would be resized or converted to fit the model (else "
+                      "they are, with a note saying so)")
   return p
 
 
@@ -269,8 +279,11 @@ def main(argv: list[str]) -> int:
       for row in out:
         print(row["prompt"] + row["continuation"])
     return 0
+  conversions = predict_inputs.Conversions(strict=args.strict)
   rows = predictor.predict_files(args.inputs, 3 if args.top_k is None else args.top_k,
-                                 args.threshold, args.batch_size)
+                                 args.threshold, args.batch_size, conversions)
+  for note in conversions.notes():
+    print(note, file=sys.stderr)
   if args.json:
     print(json.dumps({"workdir": str(args.workdir), "checkpoint_step": predictor.step,
                       "predictions": rows}, indent=2))

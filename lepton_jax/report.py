@@ -358,7 +358,7 @@ def after_training(workdir, config, result) -> dict:
 
 
 def main(argv) -> int:
-  p = CliParser(prog="python -m lepton_jax.report", description=__doc__.split("\n\n")[0])
+  p = CliParser(prog="python -m lepton_jax.report", description=__doc__)
   p.add_argument("workdir", help="the run's workdir")
   p.add_argument("--checkpoint", default="latest",
                  help="checkpoint for the confusion matrix when it must be computed: latest, best, STEP")

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from etils import epath
 
+from lepton_jax import config_lib
 from lepton_jax.errors import UserError
 
 RESULTS_CSV = "sweep_results.csv"
@@ -59,6 +60,8 @@ def load_sweep(spec: str) -> list[dict]:
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
+  except SystemExit as e:
+    raise config_lib.exit_error(path, e) from None
   except Exception as e:  # a user's config file may raise anything
     raise UserError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from e
   if not hasattr(module, "get_sweep"):
@@ -68,6 +71,8 @@ def load_sweep(spec: str) -> list[dict]:
     points = module.get_sweep(arg) if arg else module.get_sweep()
   except UserError:
     raise
+  except SystemExit as e:
+    raise config_lib.exit_error(path, e) from None
   except Exception as e:
     raise UserError(f"{path}: get_sweep({arg!r}) failed: {type(e).__name__}: {e}") from e
   if not isinstance(points, (list, tuple)) or not points or not all(isinstance(p, Mapping) for p in points):
@@ -113,7 +118,6 @@ def _merge(base: Sequence[tuple[str, str]], point: Mapping[str, Any]) -> list[tu
 
 def plan(config_spec: str, workdir: str, base_overrides=()) -> list[dict]:
   """Every point: index, name, overrides, workdir, command and the config (checked)."""
-  from lepton_jax import config_lib
   points = load_sweep(config_spec)
   out = []
   for index, point in enumerate(points):
@@ -121,8 +125,9 @@ def plan(config_spec: str, workdir: str, base_overrides=()) -> list[dict]:
     config = config_lib.load(config_spec)
     try:
       config_lib.apply_overrides(config, overrides)
+      config_lib.validate(config)
     except UserError as e:
-      raise UserError(f"sweep point {index} {point}: {e}") from e
+      raise UserError(f"sweep point {index + 1}/{len(points)} {point}: {e}") from e
     name = point_name(index, point)
     sub = str(epath.Path(workdir) / name)
     out.append({"index": index, "name": name, "point": point, "overrides": overrides,
@@ -215,6 +220,11 @@ def results_markdown(results: list[dict], point_keys: list[str], metric: str, mo
   return "\n".join(lines) + "\n"
 
 
+def _ordinal(entry: dict, entries: list[dict]) -> str:
+  """'2/3' for the second of three points (counted from 1; directory names keep the index)."""
+  return f"{entry['index'] + 1}/{len(entries)}"
+
+
 def run_sweep(config_spec: str, workdir: str, overrides=(), *, mode: str = "train",
               checkpoint: str = "latest", stop_requested=None, devices=None) -> int:
   """Runs (or evaluates) every point of the config's sweep; returns the exit status."""
@@ -224,14 +234,14 @@ def run_sweep(config_spec: str, workdir: str, overrides=(), *, mode: str = "trai
   entries = plan(config_spec, workdir, list(overrides))
   root = run_record.prepare(workdir)
   say = print if primary else (lambda *a, **k: None)
-  commands = "\n".join(f"# point {e['index']}: {json.dumps(e['point'], default=str)}\n{e['command']}"
-                       for e in entries)
+  commands = "\n".join(f"# point {_ordinal(e, entries)}: {json.dumps(e['point'], default=str)}\n"
+                       f"{e['command']}" for e in entries)
   if primary:
     (root / COMMANDS_FILE).write_text("#!/bin/sh\n# Each point of the sweep, runnable alone.\n"
                                       + commands + "\n")
   say(f"sweep of {len(entries)} point(s) in {workdir}; each point alone:")
   for e in entries:
-    say(f"  [{e['index']}] {e['command']}")
+    say(f"  {_ordinal(e, entries)}: {e['command']}")
   results = []
   status_code = 0
   for e in entries:
@@ -244,10 +254,10 @@ def run_sweep(config_spec: str, workdir: str, overrides=(), *, mode: str = "trai
       except ValueError:
         done = False
     if done:
-      say(f"\n=== point {e['index']}: {e['name']} (done before; skipped)")
+      say(f"\n=== point {_ordinal(e, entries)}: {e['name']} (done before; skipped)")
       results.append(point_result(e, "done"))
       continue
-    say(f"\n=== point {e['index']}/{len(entries) - 1}: {e['name']}")
+    say(f"\n=== point {_ordinal(e, entries)}: {e['name']}")
     try:
       evaluated = None
       if mode == "eval":
@@ -261,10 +271,10 @@ def run_sweep(config_spec: str, workdir: str, overrides=(), *, mode: str = "trai
                                         "point": e["point"]}, default=str))
       results.append(point_result(e, "done" if mode == "train" else "evaluated", evaluated=evaluated))
     except train.Preempted:
-      say(f"sweep stopped at point {e['index']}: run the same command to continue")
+      say(f"sweep stopped at point {_ordinal(e, entries)}: run the same command to continue")
       return train.PREEMPTED_EXIT_CODE
     except UserError as ex:  # e.g. diverged: the other points still run
-      say(f"error: point {e['index']} ({e['name']}): {ex}")
+      say(f"error: point {_ordinal(e, entries)} ({e['name']}): {ex}")
       results.append(point_result(e, "failed", str(ex)))
       status_code = max(status_code, ex.exit_code)
   config = entries[0]["config"]

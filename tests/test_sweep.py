@@ -42,8 +42,37 @@ def test_bad_sweeps_are_one_line_errors(tmp_path):
   with pytest.raises(UserError, match="defines no get_sweep"):
     sweep.load_sweep(str(path))
   path.write_text(path.read_text() + "def get_sweep(arg=None):\n  return [{'optimizer.learnin_rate': 1.0}]\n")
-  with pytest.raises(UserError, match="sweep point 0 .*unknown config key 'optimizer.learnin_rate'"):
+  with pytest.raises(UserError, match="sweep point 1/1 .*unknown config key 'optimizer.learnin_rate'"):
     sweep.plan(str(path), str(tmp_path / "w"))
+  path.write_text(path.read_text().replace("'optimizer.learnin_rate': 1.0}]",
+                                           "'batch_size': 64}, {'batch_size': 0}]"))
+  with pytest.raises(UserError, match=r"sweep point 2/2 \{'batch_size': 0\}: batch_size=0 must be a "
+                                      "positive integer"):
+    sweep.plan(str(path), str(tmp_path / "w"))
+  exits = tmp_path / "exits.py"
+  exits.write_text("raise SystemExit(0)\n")
+  with pytest.raises(UserError, match=r"exits\.py' called sys.exit\(0\) while loading"):
+    sweep.load_sweep(str(exits))
+
+
+def test_points_are_counted_from_one(tmp_path, capsys, monkeypatch):
+  from lepton_jax import train
+  trained = []
+
+  def fake_training(config, workdir, **kwargs):
+    os.makedirs(workdir)
+    trained.append(os.path.basename(workdir))
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+  assert sweep.run_sweep(QUICKSTART, str(tmp_path / "w")) == 0
+  out = capsys.readouterr().out
+  names = ["0_learning_rate=0.001", "1_learning_rate=0.002", "2_learning_rate=0.005"]
+  assert trained == names
+  for i, name in enumerate(names):
+    assert f"\n=== point {i + 1}/3: {name}\n" in out
+    assert f"  {i + 1}/3: " in out
+  assert "0/2" not in out and "2/2" not in out
+  assert "# point 3/3: " in (tmp_path / "w" / sweep.COMMANDS_FILE).read_text()
 
 
 def test_sweep_of_three_learning_rates(data_dir, tmp_path, capsys):
