@@ -192,3 +192,9 @@ class Profiler:
     if self.active:
       jax.profiler.stop_trace()
       self.active = False
+
+  def __enter__(self) -> "Profiler":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -25,10 +25,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from lepton_jax import evaluate, registry, run_record
+from lepton_jax import evaluate, provenance, registry, run_record
 from lepton_jax.cli import CliParser, run_cli
 from lepton_jax.errors import UserError
-from lepton_jax.metric_writers import format_duration, read_metrics
+from lepton_jax.metric_writers import format_duration, format_number, read_metrics
 
 PLOTS_DIR = "plots"
 # (file stem, metric key, y-axis label, title)
@@ -184,9 +184,7 @@ def throughput(rows: list[dict]) -> dict:
 
 
 def _fmt(v) -> str:
-  if isinstance(v, float):
-    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-  return str(v)
+  return format_number(v) if isinstance(v, float) else str(v)
 
 
 def summary_facts(workdir, config, rows, wall_seconds=None) -> dict:
@@ -218,12 +216,18 @@ def summary_facts(workdir, config, rows, wall_seconds=None) -> dict:
       "eval_split": split, "best_metric": metric, "best_mode": mode,
       "best": best, "final": final,
       "wall_seconds": wall_seconds if wall_seconds is not None else previous.get("wall_seconds"),
+      "made_by": _made_by(record),
       **throughput(rows),
   }
   if config is not None:
     facts.update(batch_size=config.batch_size, optimizer=config.optimizer.name,
                  learning_rate=config.optimizer.learning_rate, schedule=config.optimizer.schedule)
   return facts
+
+
+def _made_by(record: dict) -> list[tuple[str, str]]:
+  latest = (record.get("provenance") or {}).get("latest")
+  return provenance.summary_rows(latest) if latest else []
 
 
 def _config_name(config, workdir) -> str:
@@ -259,6 +263,9 @@ def summary_markdown(facts: dict, plots: dict) -> str:
                  f"{facts['examples_per_sec_final']:,.0f} at the last log |")
   if facts.get("step_time_ms_median") is not None:
     lines.append(f"| step time | {facts['step_time_ms_median']:.2f} ms median |")
+  if facts.get("made_by"):
+    lines += ["", "## What made this run (the latest start)", "", "| | |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in facts["made_by"]]
   for title, row in ((f"Best eval on `{facts['eval_split']}` by {facts['best_metric']} "
                       f"({facts['best_mode']})", facts.get("best")),
                      (f"Final eval on `{facts['eval_split']}`", facts.get("final"))):
@@ -353,7 +360,8 @@ def after_training(workdir, config, result) -> dict:
                            label_names)
   # The confusion pass is a collective over every process: only single-process runs do it here
   # (python -m lepton_jax.report computes it from the checkpoint later).
-  return write_report(workdir, config, wall_seconds=result.wall_seconds,
+  # A rerun of a finished run trained nothing: the summary keeps the wall time of the training.
+  return write_report(workdir, config, wall_seconds=result.wall_seconds if result.trained else None,
                       compute_confusion=jax.process_count() == 1, verbose=False)
 
 

@@ -15,10 +15,10 @@ import os
 
 from etils import epath
 
-from lepton_jax import config_lib
+from lepton_jax import config_lib, provenance
 from lepton_jax.data.info import DatasetInfo
 from lepton_jax.data.statistics import OpSpecs
-from lepton_jax.errors import UserError
+from lepton_jax.errors import UserError, warn
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -50,11 +50,26 @@ def _replace(path: epath.Path, text: str) -> None:
   partial.replace(path)
 
 
-def write(workdir: str, config, record: dict) -> None:
-  """Writes config.json and run.json of `workdir`."""
+def write(workdir: str, config, record: dict, resuming: bool) -> None:
+  """Writes config.json and run.json of `workdir`, with what made the run (provenance: its first
+  start and this one); on a resume, warns of each difference from the first start."""
   path = absolute_path(workdir)
+  previous = _previous_provenance(path / RUN_FILE)
+  current = provenance.collect()
+  if resuming and previous:
+    for difference in provenance.differences(previous["first"], current):
+      warn(f"resuming with a change since this run's first start: {difference}")
+  record = dict(record, provenance=provenance.record_start(previous, current))
   _replace(path / CONFIG_FILE, config_lib.to_json(config))
   _replace(path / RUN_FILE, json.dumps(record, indent=2))
+
+
+def _previous_provenance(path: epath.Path) -> dict | None:
+  try:
+    stored = json.loads(path.read_text()).get("provenance")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return stored if isinstance(stored, dict) and "first" in stored else None
 
 
 def read_config(workdir: str):

@@ -19,7 +19,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from lepton_jax import modeling, optimizers, registry, run_record, steps, train_state
+from lepton_jax import config_lib, flops, modeling, optimizers, registry, run_record, steps
+from lepton_jax import train_state
 from lepton_jax.data import pipeline, transforms
 from lepton_jax.data.info import DatasetInfo
 from lepton_jax.data.statistics import OpSpecs
@@ -87,6 +88,24 @@ class Task:
                       "(only at the end)")
     return value
 
+  def train_flops_per_device(self) -> tuple[float, tuple[str, ...]]:
+    """(model FLOPs of one train step per device, ops the count cannot see).
+
+    Counted from the traced forward pass of the global batch (3x: forward and backward), so the
+    figure is the same on every backend, unlike a compiled program's cost analysis, which misses
+    library calls (cuBLAS, cuDNN) on GPUs. Fused attention kernels are counted as the XLA
+    implementation that computes the same products."""
+    model = self.model.replace(attention="xla") if self.model.has_field("attention") else self.model
+    state, preprocess = self.abstract_state, self.preprocess
+    x = jax.ShapeDtypeStruct((self.config.batch_size,) + tuple(self.info.input_shape),
+                             np.dtype(self.info.input_dtype))
+
+    def forward(params, model_state, x):
+      return model.apply(params, model_state, preprocess(x, jax.random.PRNGKey(0)), train=False)[0]
+
+    count = flops.count(forward, state.params, state.model_state, x)
+    return flops.TRAIN_FLOPS_PER_FORWARD * count.flops / self.mesh.size, tuple(count.opaque)
+
   def run_record(self) -> dict:
     """Facts predict, export, eval and report need besides the config (run.json)."""
     return {
@@ -103,6 +122,7 @@ class Task:
 def build(config, info: DatasetInfo, op_specs: OpSpecs | None = None, *, devices=None,
           mesh: jax.sharding.Mesh | None = None) -> Task:
   """The Task of `config` for a dataset described by `info` (see the module docstring)."""
+  config_lib.validate(config)
   op_specs = op_specs or OpSpecs.of_config(config.data)
   mesh = mesh or mesh_lib.make_mesh(config.mesh, devices)
   mesh_lib.check_batch(config.batch_size, mesh)

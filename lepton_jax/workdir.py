@@ -22,6 +22,7 @@ believe they won: the lease guards against the common mistake (a second run
 started into a busy workdir), not against a race.
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -36,7 +37,10 @@ try:
 except ImportError:  # Windows: no flock; leases work everywhere
   fcntl = None
 
+import jax
+import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from lepton_jax import provenance
 from lepton_jax.errors import UserError
@@ -193,3 +197,27 @@ def _read_json(path) -> dict:
     return _parse(path.read_bytes())
   except (OSError, FileNotFoundError):
     return {}
+
+
+@contextlib.contextmanager
+def hold(workdir: str):
+  """The workdir for the length of a training run: process 0 takes the lock; on several
+  processes every process learns whether it did, so that all stop together when it did not."""
+  lock, refused = (WorkdirLock(workdir) if jax.process_index() == 0 else None), None
+  if lock is not None:
+    try:
+      lock.acquire()
+    except UserError as e:
+      refused = e
+  if jax.process_count() > 1:
+    anyone = bool(multihost_utils.broadcast_one_to_all(np.int32(refused is not None)))
+    if anyone and refused is None:
+      refused = UserError(f"workdir {workdir} is in use by another run (process 0 could not lock "
+                          "it); wait for it to end or stop it, or choose another --workdir")
+  if refused is not None:
+    raise refused
+  try:
+    yield lock
+  finally:
+    if lock is not None:
+      lock.release()

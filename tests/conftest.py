@@ -12,6 +12,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "mnist")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+  """The measured CPU peak (and other per-machine caches) go to a temporary dir, not ~/.cache."""
+  path = str(tmp_path_factory.mktemp("lepton_cache"))
+  previous = os.environ.get("LEPTON_JAX_CACHE_DIR")
+  os.environ["LEPTON_JAX_CACHE_DIR"] = path
+  yield path
+  if previous is None:
+    os.environ.pop("LEPTON_JAX_CACHE_DIR", None)
+  else:
+    os.environ["LEPTON_JAX_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """A tfds data dir shared by the session's tests (datasets are prepared once)."""

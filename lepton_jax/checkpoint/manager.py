@@ -214,6 +214,12 @@ class Checkpointer:
     self.manager.close()
     self._writer.close()
 
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
   # ------------------------------------------------------------------ restore
   def state_metadata(self, step: int) -> dict:
     """{path: (shape, dtype)} of checkpoint `step`'s state, from its metadata."""

@@ -11,7 +11,6 @@ import time
 import jax
 import numpy as np
 
-from lepton_jax import perf
 from lepton_jax.data import pipeline
 
 
@@ -50,11 +49,11 @@ class TrainFeed:
     return ({k: jax.ShapeDtypeStruct((global_batch,) + v.shape[1:], v.dtype, sharding=sharding)
              for k, v in local.items()},)
 
-  def compile(self) -> tuple[float, float | None]:
-    """Compiles the step ahead of the data; (seconds it took, FLOPs per step and device)."""
+  def compile(self) -> float:
+    """Compiles the step ahead of the data; returns the seconds it took."""
     t0 = time.perf_counter()
     self._compiled = self.step_fn.lower(self.task.abstract_state, *self.abstract_args()).compile()
-    return time.perf_counter() - t0, perf.step_flops(self._compiled)
+    return time.perf_counter() - t0
 
   def step(self, state):
     """One train step on the next batch: (state, metrics, seconds spent waiting for input)."""
@@ -70,6 +69,12 @@ class TrainFeed:
 
   def close(self) -> None:
     self._source.close()
+
+  def __enter__(self) -> "TrainFeed":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def _on_device_step(task):

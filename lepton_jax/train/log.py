@@ -13,9 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lepton_jax import perf
-from lepton_jax.errors import UserError
+from lepton_jax import optimizers, perf
+from lepton_jax.errors import UserError, warn
+from lepton_jax.eta import EtaEstimator
 from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
+from lepton_jax.parallel import mesh as mesh_lib
 
 
 class TrainingDiverged(UserError):
@@ -66,12 +68,18 @@ def pending_from_json(rows) -> list[tuple[int, dict]]:
 
 
 class TrainLog:
-  """The loop's metric logging: one `record` per step, `flush` at log steps."""
+  """The loop's metric logging: one `record` per step, `flush` at log steps; the ETA counts the
+  evaluations, saves and final report ahead too."""
 
   def __init__(self, workdir: str, task, enabled: bool):
     self.task = task
+    config = task.config
     self.writer = MetricWriter(workdir, enabled=enabled)
     self.progress = ProgressLine(task.total_steps, enabled=enabled)
+    self.eta = EtaEstimator(task.total_steps, task.every("eval_every_steps"),
+                            task.every("checkpoint_every_steps"), train_batch_size=config.batch_size,
+                            eval_examples=task.info.split_size(config.eval.split),
+                            final_report=enabled)
     self.history: list[tuple[int, dict]] = []
     self.device = task.mesh.devices.flat[0]
     self.flops = self.peak = None
@@ -79,8 +87,24 @@ class TrainLog:
     self.input_wait = self.excluded = 0.0
     self.last_time, self.last_step, self.first_interval = time.perf_counter(), 0, True
 
+  def __enter__(self) -> "TrainLog":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.writer.close()
+
   def print(self, text: str) -> None:
     self.progress.print(text)
+
+  def setup(self) -> None:
+    """The run's first lines: mesh, model and data, and a shortened warmup if any."""
+    task, config = self.task, self.task.config
+    self.print(mesh_lib.summary(task.mesh, config.batch_size))
+    self.print(f"model {config.model.name}: {task.param_count:,} parameters; data {task.info.name}: "
+               f"{task.steps_per_epoch} steps/epoch, {task.total_steps} steps in all")
+    note = optimizers.warmup_note(config.optimizer, task.total_steps)
+    if note:
+      self.print(note)
 
   def start(self, step: int, pending: list[dict] | None) -> None:
     """Continues from `step`: drops rows logged after it, takes back the unlogged metrics."""
@@ -88,19 +112,24 @@ class TrainLog:
     self.history = pending_from_json(pending)
     self.last_time, self.last_step = time.perf_counter(), step
 
-  def compiled(self, seconds: float, flops: float | None, peak_config: float) -> None:
-    self.compile_seconds, self.flops = seconds, flops
-    self.peak, source = perf.peak_flops(self.device, peak_config)
-    self.print(f"train step compiled in {seconds:.1f}s; {(flops or 0) / 1e9:.3g} GFLOPs/step/device; "
-               f"peak {self.peak / 1e12:.3g} TFLOP/s per device ({source})")
+  def compiled(self, seconds: float) -> None:
+    """Reports the compile and the figures MFU is computed from."""
+    self.compile_seconds = seconds
+    self.flops, opaque = self.task.train_flops_per_device()
+    if opaque:
+      warn(f"MFU leaves out {', '.join(opaque)} (kernels no FLOP count can see)")
+    self.peak, source = perf.peak_flops(self.device, self.task.config.perf.peak_flops)
+    self.print(f"train step compiled in {seconds:.1f}s; {self.flops / 1e9:,.3g} GFLOPs/step/device "
+               f"(model FLOPs: 3x the forward pass); peak {self.peak / 1e12:,.3g} TFLOP/s per "
+               f"device ({source})")
 
   def record(self, step: int, metrics: dict, input_wait: float) -> None:
     self.history.append((step, metrics))
     self.input_wait += input_wait
 
-  def exclude(self, seconds: float) -> None:
-    """Time inside the interval that was not training (evaluation): left out of the rates."""
-    self.excluded += seconds
+  def saved(self, step: int, seconds: float) -> None:
+    """The loop waited `seconds` for a checkpoint save to start (the rest runs in the background)."""
+    self.eta.record_checkpoint(step, seconds)
 
   def flush(self, step: int) -> None:
     """Writes the interval's means at log step `step` (and stops a diverged run)."""
@@ -110,11 +139,13 @@ class TrainLog:
     means = self._means(step, elapsed)
     self.writer.write(step, "train", means)
     n = step - self.last_step
+    self.eta.record_train(n, elapsed)
     self.progress.update(step, {
         "loss": means["loss"], "ex/s": means["examples_per_sec"],
         "step": f"{means['step_time_ms']:.1f}ms",
         "wait": f"{100 * means['input_wait_fraction']:.0f}%",
-        **({"MFU": f"{100 * means['mfu']:.1f}%"} if "mfu" in means else {})}, elapsed / n)
+        **({"MFU": f"{100 * means['mfu']:.1f}%"} if "mfu" in means else {})}, elapsed / n,
+        eta_seconds=self.eta.remaining(step))
     self.history, self.input_wait, self.excluded = [], 0.0, 0.0
     self.last_time, self.last_step, self.first_interval = time.perf_counter(), step, False
 
@@ -141,7 +172,9 @@ class TrainLog:
       means["memory_bytes"] = memory
     return means
 
-  def eval(self, step: int, split: str, metrics: dict, write: bool = True) -> None:
+  def eval(self, step: int, split: str, metrics: dict, seconds: float, write: bool = True) -> None:
+    self.excluded += seconds  # evaluation time is not training time
+    self.eta.record_eval(step, seconds)
     if write:
       self.writer.write(step, split, metrics)
     self.print(f"eval {split} at step {step}: " +
@@ -150,5 +183,3 @@ class TrainLog:
   def done(self, wall_seconds: float) -> None:
     self.print(f"done: {self.task.total_steps} steps in {format_duration(wall_seconds)}")
 
-  def close(self) -> None:
-    self.writer.close()

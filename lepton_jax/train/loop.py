@@ -7,17 +7,17 @@ is a jitted function of (state, batch); the host feeds batches and, at log steps
 metrics back.
 """
 
+import contextlib
 import dataclasses
 import time
 
 import jax
 
-from lepton_jax import perf, run_record, task as task_lib
+from lepton_jax import perf, run_record, task as task_lib, workdir as workdir_lib
 from lepton_jax.checkpoint import resume
 from lepton_jax.checkpoint.manager import Checkpointer
 from lepton_jax.data import base as data_base, statistics
 from lepton_jax.evaluate import Evaluator
-from lepton_jax.parallel import mesh as mesh_lib
 from lepton_jax.train import preemption
 from lepton_jax.train.feed import TrainFeed
 from lepton_jax.train.log import TrainLog
@@ -31,6 +31,7 @@ class TrainResult:
   metrics: dict
   eval_stats: dict | None  # None when the last evaluation happened in an earlier command
   wall_seconds: float
+  trained: bool  # False: the run was complete before this command
 
   def as_dict(self) -> dict:
     return dict(self.metrics, step=self.step)
@@ -38,25 +39,24 @@ class TrainResult:
 
 def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResult:
   """Trains `config` in `workdir`, resuming from its newest checkpoint."""
-  clock = time.time()
+  clock, primary = time.time(), jax.process_index() == 0
   run_record.prepare(workdir)
   dataset, task = build(config, devices)
-  log = TrainLog(workdir, task, enabled=jax.process_index() == 0)
-  log.print(mesh_lib.summary(task.mesh, config.batch_size))
-  log.print(f"model {config.model.name}: {task.param_count:,} parameters; data {task.info.name}: "
-            f"{task.steps_per_epoch} steps/epoch, {task.total_steps} steps in all")
-  checkpointer, feed = Checkpointer.for_training(workdir, config), None
-  profiler = perf.Profiler(workdir, config.perf.profile_start_step, config.perf.profile_num_steps,
-                           enabled=jax.process_index() == 0)
-  try:
+  with contextlib.ExitStack() as stack:
+    stack.enter_context(workdir_lib.hold(workdir))  # one run per workdir
+    log = stack.enter_context(TrainLog(workdir, task, enabled=primary))
+    log.setup()
+    checkpointer = stack.enter_context(Checkpointer.for_training(workdir, config))
+    profiler = stack.enter_context(perf.Profiler(workdir, config.perf.profile_start_step,
+                                                 config.perf.profile_num_steps, enabled=primary))
     state, meta = resume.start_state(checkpointer, task, log.print)
-    if jax.process_index() == 0:  # only now: a refused resume must leave every file as it was
-      run_record.write(workdir, config, task.run_record())
+    if primary:  # only now: a refused resume must leave every file as it was
+      run_record.write(workdir, config, task.run_record(), resuming=bool(meta))
     start = int(jax.device_get(state.step))
     last = LastEval(meta.get("metrics") or {}, Evaluator(task, dataset), log)
     if start < task.total_steps:
-      feed = TrainFeed(task, dataset, start)
-      log.compiled(*feed.compile(), config.perf.peak_flops)
+      feed = stack.enter_context(TrainFeed(task, dataset, start))
+      log.compiled(feed.compile())
     log.start(start, meta.get("pending_train_metrics"))  # the clock starts after compiling
     for step in range(start + 1, task.total_steps + 1):
       profiler.before_step(step)
@@ -70,9 +70,7 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
       if due.eval:
         last.evaluate(state, step)
       if due.save or stop:
-        checkpointer.save(step, state, meta={"metrics": last.metrics,
-                                             "pending_train_metrics": log.pending()},
-                          metrics=last.metrics if due.eval else None)
+        save(checkpointer, log, last, step, state, evaluated=due.eval)
       if stop and not due.last:
         checkpointer.wait()
         log.print(f"stopped at step {step}: checkpoint committed; run the same command to continue")
@@ -80,14 +78,19 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
     checkpointer.wait()
     if start >= task.total_steps:  # the run was already complete: evaluate what it left
       last.evaluate(state, start, log_row=False)
-  finally:
-    profiler.close()
-    if feed is not None:
-      feed.close()
-    checkpointer.close()
-    log.close()
   log.done(time.time() - clock)
-  return TrainResult(task.total_steps, last.metrics, last.stats, time.time() - clock)
+  return TrainResult(task.total_steps, last.metrics, last.stats, time.time() - clock,
+                     trained=start < task.total_steps)
+
+
+def save(checkpointer, log: TrainLog, last: "LastEval", step: int, state, evaluated: bool) -> None:
+  """Starts saving checkpoint `step` with the metrics a resume needs (its last evaluation, the
+  train metrics not logged yet); the eval metrics rank it among the best when it evaluated."""
+  t0 = time.perf_counter()
+  checkpointer.save(step, state, meta={"metrics": last.metrics,
+                                       "pending_train_metrics": log.pending()},
+                    metrics=last.metrics if evaluated else None)
+  log.saved(step, time.perf_counter() - t0)
 
 
 def build(config, devices=None):
@@ -121,5 +124,4 @@ class LastEval:
     t0 = time.perf_counter()
     split = self.evaluator.task.config.eval.split
     self.metrics, self.stats = self.evaluator.evaluate(state, split)
-    self.log.exclude(time.perf_counter() - t0)
-    self.log.eval(step, split, self.metrics, write=log_row)
+    self.log.eval(step, split, self.metrics, time.perf_counter() - t0, write=log_row)
