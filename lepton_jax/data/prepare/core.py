@@ -20,6 +20,7 @@ import abc
 import dataclasses
 import fcntl
 import glob
+import hashlib
 import os
 import sys
 import time
@@ -117,6 +118,14 @@ def chunked(items, size: int) -> list:
   return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def plan_fingerprint(source_fingerprint: str, plan: list[Unit]) -> str:
+  """What a unit's sidecar must carry: the source's fingerprint and how it was cut into units."""
+  h = hashlib.sha256(source_fingerprint.encode("utf-8", "surrogateescape"))
+  for unit in plan:
+    h.update(f"{unit.stem}:{len(unit.items)}\n".encode())
+  return h.hexdigest()
+
+
 def dataset_dir(data_dir: str, preparer: Preparer) -> str:
   """Where `preparer`'s dataset lives under `data_dir`."""
   if "://" in str(data_dir):
@@ -179,7 +188,7 @@ class Job:
 
   preparer: Preparer
   directory: str
-  fingerprint: str
+  fingerprint: str  # of the source and the plan: what done units' sidecars carry
   process_index: int = 0
   process_count: int = 1
   workers: int = 0
@@ -240,14 +249,14 @@ class Job:
       busy = still
 
 
-def _finalize(job: Job, plan: list[Unit]) -> records.Manifest:
+def _finalize(job: Job, plan: list[Unit], fingerprint: str) -> records.Manifest:
   """Writes the manifest (once, under a lock) from the units' sidecars."""
   preparer, directory = job.preparer, job.directory
   fd = os.open(os.path.join(directory, MANIFEST_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
   try:
     fcntl.lockf(fd, fcntl.LOCK_EX)
     manifest = records.read_manifest(directory)
-    if manifest is not None and manifest.fingerprint == job.fingerprint:
+    if manifest is not None and manifest.fingerprint == fingerprint:
       return manifest
     sidecars = [(u, _sidecar(directory, u, job.fingerprint)) for u in plan]
     splits, sizes, items, skipped = {}, {}, {}, []
@@ -258,7 +267,7 @@ def _finalize(job: Job, plan: list[Unit]) -> records.Manifest:
       skipped += sidecar["skipped"]
     preparer.check(sizes, items)
     transform, args = preparer.read_transform()
-    manifest = records.Manifest(directory, job.fingerprint, preparer.features(),
+    manifest = records.Manifest(directory, fingerprint, preparer.features(),
                                 {s: tuple(f) for s, f in splits.items()},
                                 records.info_fields(preparer.info()), transform, args,
                                 tuple(tuple(s) for s in skipped))
@@ -284,21 +293,21 @@ def _remove_leftovers(directory: str, plan: list[Unit]) -> None:
 
 
 def ensure(preparer: Preparer, data_dir: str, process_index: int = 0, process_count: int = 1,
-           workers: int | None = None, log=sys.stderr,
+           workers: int | None = None, verbose: bool = True,
            progress_interval: float = 10.0) -> records.Manifest:
   """The manifest of `preparer`'s dataset under `data_dir`, preparing it first if needed.
 
   Every process of a multi-process job may call it at once (each with its process_index):
   the work is shared, and all return the same manifest. `workers` helper processes decode in
   parallel on this host (None: one per core for big sources that profit, else none). Progress
-  and warnings go to `log` from process 0 only.
+  and warnings go to stderr, from process 0 only, when `verbose`.
   """
   directory = dataset_dir(data_dir, preparer)
   fingerprint = preparer.fingerprint()
   manifest = records.read_manifest(directory)
   if manifest is not None and manifest.fingerprint == fingerprint:
     return manifest
-  log = log if process_index == 0 else None
+  log = sys.stderr if verbose and process_index == 0 else None
   if log is not None:
     again = " (its source changed since it was prepared)" if manifest is not None else ""
     print(f"preparing {preparer.describe()} into {directory}{again}", file=log, flush=True)
@@ -308,10 +317,10 @@ def ensure(preparer: Preparer, data_dir: str, process_index: int = 0, process_co
     raise UserError(f"cannot create {directory} ({e.strerror}); set --config.data.data_dir to "
                     "a writable directory") from e
   plan = preparer.plan()
-  job = Job(preparer, directory, fingerprint, process_index, process_count,
-            _workers(workers, preparer, plan), log, progress_interval)
+  job = Job(preparer, directory, plan_fingerprint(fingerprint, plan), process_index,
+            process_count, _workers(workers, preparer, plan), log, progress_interval)
   job.run(plan)
-  manifest = _finalize(job, plan)
+  manifest = _finalize(job, plan, fingerprint)
   if log is not None and manifest.skipped:
     shown = ", ".join(f"{item} ({reason})" for item, reason in manifest.skipped[:3])
     print(f"warning: {preparer.describe()}: skipped {len(manifest.skipped)} unreadable "

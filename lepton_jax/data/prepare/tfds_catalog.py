@@ -44,7 +44,7 @@ def _quiet():
     logging.set_verbosity(level)
 
 
-def prepare(name: str, data_dir: str | None = None, log=sys.stderr):
+def prepare(name: str, data_dir: str | None = None, verbose: bool = True):
   """The tfds builder of catalog dataset `name` in ArrayRecord files, downloaded and prepared
   under `data_dir` (tfds' default when None) if it is not yet."""
   tfds = import_tfds()
@@ -56,9 +56,9 @@ def prepare(name: str, data_dir: str | None = None, log=sys.stderr):
                       "https://www.tensorflow.org/datasets/catalog") from e
     if builder.is_prepared():
       return builder
-  if log is not None:
+  if verbose:
     print(f"preparing tfds dataset {name} into {builder.data_dir} (download and conversion)",
-          file=log, flush=True)
+          file=sys.stderr, flush=True)
   tfds.disable_progress_bar()
   with _quiet():
     try:
