@@ -15,6 +15,9 @@ to 224x224, flip half of them left-right and batch them as uint8:
   * tf.data: file names shuffled, read_file + decode_jpeg + sample_distorted_bounding_box +
     slice + resize + random_flip_left_right, map with AUTOTUNE parallelism, prefetch AUTOTUNE.
 
+With --decode_only both pipelines only decode and batch (lepton_jax's default design: the crop
+and flip are data.augment ops on the device).
+
 Each round runs both, alternating (ours first), each over `--batches` batches after 3 warm-up
 batches (workers started, caches warm); it prints images/s per run and ours / tf.data.
 """
@@ -73,7 +76,7 @@ def random_resized_crop_flip(example, rng):
   return {"image": np.asarray(out), "label": example["label"]}
 
 
-def ours(data_dir: str, root: str, batch: int, workers: int, threads: int):
+def ours(data_dir: str, root: str, batch: int, workers: int, threads: int, augment: bool):
   from lepton_jax.data import pipeline, sources, stream
   from lepton_jax.data.prepare import core, image_folder
   manifest = core.ensure(image_folder.ImageFolder(root, (SIZE, SIZE), 3, 0.01), data_dir,
@@ -81,15 +84,17 @@ def ours(data_dir: str, root: str, batch: int, workers: int, threads: int):
   source = sources.RecordSource(manifest, "train")
   layout = pipeline.ShardLayout.create(0, 0, 1)
   return stream.train_batches(source, layout, batch, seed=0, workers=workers, threads=threads,
-                              augment=random_resized_crop_flip)
+                              augment=random_resized_crop_flip if augment else None)
 
 
-def tf_data(paths: list[str], batch: int):
+def tf_data(paths: list[str], batch: int, augment: bool):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf
 
   def load(path):
     image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    if not augment:
+      return image
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), area_range=(0.08, 1.0),
         aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10, use_image_if_no_bounding_boxes=True)
@@ -120,6 +125,7 @@ def main():
   p.add_argument("--rounds", type=int, default=2, help="alternating (ours, tf.data) rounds")
   p.add_argument("--workers", type=int, default=-1, help="our worker processes; -1: default")
   p.add_argument("--threads", type=int, default=2, help="our threads per process")
+  p.add_argument("--decode_only", action="store_true", help="no crop and flip on the host")
   args = p.parse_args()
   from lepton_jax.data import stream
   workers = stream.default_workers() if args.workers < 0 else args.workers
@@ -130,11 +136,14 @@ def main():
     mean_kb = sum(os.path.getsize(q) for q in paths) / len(paths) / 1024
     print(f"{args.images} JPEGs {SIZE}x{SIZE}, {mean_kb:.1f} KB each; batch {args.batch}, "
           f"{args.batches} timed batches per run; ours: {workers} worker(s), {args.threads} "
-          f"thread(s); {os.cpu_count()} cores", flush=True)
+          f"thread(s); {os.cpu_count()} cores; "
+          f"{'decode only' if args.decode_only else 'decode, crop, resize, flip'}", flush=True)
+    augment = not args.decode_only
     for r in range(args.rounds):
-      with ours(os.path.join(tmp, "data"), root, args.batch, workers, args.threads) as batches:
+      with ours(os.path.join(tmp, "data"), root, args.batch, workers, args.threads,
+                augment) as batches:
         a = images_per_second(batches, args.batches, args.batch)
-      b = images_per_second(tf_data(paths, args.batch), args.batches, args.batch)
+      b = images_per_second(tf_data(paths, args.batch, augment), args.batches, args.batch)
       print(f"round {r + 1}: ours {a:,.0f} images/s, tf.data {b:,.0f} images/s, "
             f"ours / tf.data = {a / b:.2f}", flush=True)
   finally:

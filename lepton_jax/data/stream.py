@@ -34,12 +34,15 @@ _ENDLESS = 2**62  # the step range of a training stream: more steps than any run
 
 def default_workers() -> int:
   """Worker processes for a host: none on 2 cores or fewer (threads do), else half the cores
-  (the other half runs the training step's host work), at most 8 (each costs ~200 MB)."""
+  (the other half runs the training step's host work), at most 8 (each is a Python process
+  with its own imports)."""
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   return 0 if cores <= 2 else min(8, cores // 2)
 
 
 def _read(source, indices) -> list[dict]:
+  if len(indices) == 0:
+    return []
   if hasattr(source, "__getitems__"):
     return list(source.__getitems__([int(i) for i in indices]))
   return [source[int(i)] for i in indices]
@@ -55,16 +58,24 @@ class _TrainReader:
   def __init__(self, source, order: order_lib.TrainOrder, transform, augment, seed: int):
     self.source, self.order = source, order
     self.transform, self.augment, self.seed = transform, augment, seed
-    self._epoch, self._indices = None, None
+    self._epochs = ()  # ((epoch, indices), ...): the last two epochs' orders
 
   def __getstate__(self):
-    return {**self.__dict__, "_epoch": None, "_indices": None}
+    return {**self.__dict__, "_epochs": ()}
+
+  def _epoch_indices(self, epoch: int) -> np.ndarray:
+    # Grain's threads call this concurrently: read the cache once, replace it whole.
+    cached = self._epochs
+    for e, indices in cached:
+      if e == epoch:
+        return indices
+    indices = self.order.epoch_indices(epoch)
+    self._epochs = cached[-1:] + ((epoch, indices),)
+    return indices
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     epoch, position = divmod(int(step), self.order.steps_per_epoch)
-    if epoch != self._epoch:
-      self._epoch, self._indices = epoch, self.order.epoch_indices(epoch)
-    examples = _read(self.source, self._indices[position])
+    examples = _read(self.source, self._epoch_indices(epoch)[position])
     if self.transform is not None:
       examples = [self.transform(e) for e in examples]
     if self.augment is not None:
@@ -101,11 +112,38 @@ class _EvalReader:
 def _grain_pipeline(reader, start: int, stop: int, workers: int, prefetch: int, threads: int):
   import grain
   ds = grain.MapDataset.range(start, stop).map(reader)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+  # Grain runs at most prefetch_buffer_size threads at once: the buffer holds each one's batch.
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                            prefetch_buffer_size=max(prefetch, threads)))
   if workers:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
                                                      per_worker_buffer_size=prefetch))
   return ds
+
+
+def _local(array: np.ndarray) -> np.ndarray:
+  """A plain array. Grain's workers hand out arrays in shared memory, which is unlinked once
+  the array is garbage: copied here, the block goes at once rather than whenever the caller
+  drops the batch (at exit, too late: Python then reports it as leaked)."""
+  if type(array) is np.ndarray:
+    return array
+  return np.array(array)
+
+
+def _release_shared_memory() -> None:
+  """Frees the shared memory of batches that workers had made but nobody took.
+
+  Grain unlinks a block when its array is garbage, in a background thread pool that does not
+  run at interpreter exit; Python would then report the blocks as leaked. So: collect the
+  arrays now, then wait for the pool (one thread, first in first out: an empty task finishes
+  after every deletion queued before it).
+  """
+  import gc
+  from grain._src.python.ipc import shared_memory_array
+  gc.collect()
+  pool = getattr(shared_memory_array.SharedMemoryArray, "_del_thread_pool", None)
+  if pool is not None:
+    pool.apply(int)
 
 
 def _absl_flags_parsed() -> None:
@@ -145,9 +183,7 @@ class Batches:
                                             s.prefetch, s.threads))
     batch = next(self._iterator)
     self._position += 1
-    # Plain arrays: with workers, Grain hands out shared-memory subclasses; a view keeps the
-    # block alive exactly as long as the caller holds the batch.
-    return {k: np.asarray(v) for k, v in batch.items()}
+    return {k: _local(v) for k, v in batch.items()}
 
   def __len__(self) -> int:
     return self._stop - self._position
@@ -177,6 +213,8 @@ class Batches:
       if close is not None:
         close()
       self._iterator = None
+      if self._settings.workers:
+        _release_shared_memory()
 
   def __enter__(self):
     return self

@@ -37,13 +37,19 @@ for name, settings in configs.items():
   config = ml_collections.ConfigDict(dict(name=name, **settings))
   manifest = core.ensure(formats.preparer_for(config), data_dir, verbose=False)
   source = sources.RecordSource(manifest, "train")
-  workers = 1 if name == "image_folder" else 0  # one spawned worker proves workers need no TF
-  with stream.train_batches(source, layout, 4, seed=0, workers=workers) as batches:
+  with stream.train_batches(source, layout, 4, seed=0) as batches:
     batch = next(batches)
   print(name, len(source), sorted(batch), flush=True)
   if name == "mnist":
     example = sources.RecordSource(manifest, "test")[4321]
     print("mnist test 4321:", int(example["image"].astype(np.int64).sum()), int(example["label"]))
+# A spawned worker needs no TensorFlow either; an evaluation that ends right before the process
+# does leaves no shared memory behind.
+config = ml_collections.ConfigDict(dict(name="image_folder", **configs["image_folder"]))
+source = sources.RecordSource(core.ensure(formats.preparer_for(config), data_dir), "validation")
+for batch in stream.eval_batches(source, layout, 2, workers=1):
+  pass
+print("worker batch", sorted(batch), flush=True)
 assert sys.modules["tensorflow"] is None
 assert "tensorflow_datasets" not in sys.modules
 print("ok")
@@ -69,4 +75,6 @@ def test_prepare_and_stream_every_local_format_without_tensorflow(tmp_path):
     labels = read_idx(os.path.join(mnist, "t10k-labels-idx1-ubyte.gz"), (10000,), None)
     assert "mnist 60000" in result.stdout
     assert f"mnist test 4321: {int(images[4321].astype(int).sum())} {labels[4321]}" in result.stdout
+  assert "worker batch ['image', 'label', 'mask']" in result.stdout
   assert "tensorflow" not in result.stderr.lower()
+  assert "leaked" not in result.stderr, result.stderr  # Python's resource tracker at exit

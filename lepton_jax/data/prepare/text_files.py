@@ -114,6 +114,8 @@ class TextFiles(core.Preparer):
     if not 0.0 < float(validation_fraction) < 1.0:
       raise UserError(f"data.validation_fraction must be between 0 and 1 (exclusive), got "
                       f"{validation_fraction}")
+    if not paths:
+      raise UserError("text_files needs at least one file (data.files or data.manual_dir)")
     self.paths = tuple(os.path.abspath(p) for p in paths)
     self.seq_len, self.stride = seq_len, stride
     self.validation_fraction = float(validation_fraction)
@@ -150,7 +152,8 @@ class TextFiles(core.Preparer):
 
   def describe(self) -> str:
     what = "byte-level" if self.tokenizer is None else "tokenized"
-    return f"{what} windows of {len(self.paths)} text file(s) ({self.paths[0]}{', ...' if len(self.paths) > 1 else ''})"
+    more = ", ..." if len(self.paths) > 1 else ""
+    return f"{what} windows of {len(self.paths)} text file(s) ({self.paths[0]}{more})"
 
   def tokens(self) -> np.ndarray:
     """Every file's tokens, concatenated."""
