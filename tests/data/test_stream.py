@@ -144,3 +144,22 @@ def test_processes_without_examples_still_run_every_eval_batch():
     assert len(batches) == 1 and batches[0]["x"].shape == (1,)
     got += batches[0]["x"][batches[0]["mask"]].tolist()
   assert got == [10, 11, 12]
+
+
+def test_a_position_saved_by_two_processes_resumes_on_one(digits):
+  """With data.num_shards fixed, the saved position is the same on every process and means the
+  same batches on any process count; with one shard per process it is refused."""
+  halves = [stream.train_batches(digits, layout(2, p, 2), 32, seed=4) for p in range(2)]
+  for h in halves:
+    take(h, 6)
+  states = [h.get_state() for h in halves]
+  assert states[0] == states[1]
+  expected = [np.concatenate([a["image"], b["image"]]) for a, b in zip(take(halves[0], 3),
+                                                                      take(halves[1], 3))]
+  alone = stream.train_batches(digits, layout(2), 32, seed=4)
+  alone.set_state(states[0])
+  for want, got in zip(expected, take(alone, 3)):
+    np.testing.assert_array_equal(got["image"], want)
+  one_shard = stream.train_batches(digits, layout(0), 32, seed=4)  # num_shards = 1 process
+  with pytest.raises(UserError, match="num_shards 2 then, 1 now"):
+    one_shard.set_state(states[0])
