@@ -139,7 +139,10 @@ def _release_shared_memory() -> None:
   after every deletion queued before it).
   """
   import gc
-  from grain._src.python.ipc import shared_memory_array
+  try:  # Grain's internals: a version without them only costs the warning at exit
+    from grain._src.python.ipc import shared_memory_array
+  except ImportError:
+    return
   gc.collect()
   pool = getattr(shared_memory_array.SharedMemoryArray, "_del_thread_pool", None)
   if pool is not None:
