@@ -1,0 +1,260 @@
+"""The streamed input pipeline: any random-access source, with bounded host memory.
+
+    batches = stream.train_batches(source, layout, global_batch=256, seed=0, start_step=S,
+                                   workers=4)
+    for batch in batches: ...              # this process's rows of batch S, S+1, ... (numpy)
+    state = batches.get_state()            # JSON-able; the same on every process
+    batches.set_state(state)               # continue exactly there
+    batches.close()                        # workers stop
+
+Built on Grain: a MapDataset over step numbers, each step read as one batch (its example
+indices come from order.py, so the streamed batches are exactly the on-device path's), an
+optional per-example `transform` (deterministic) and `augment(example, rng)` (training only,
+rng seeded by (seed, step, global row): independent of processes and workers), then Grain's
+thread prefetch and, with workers > 0, its worker processes (spawned; results travel through
+shared memory). Host memory is bounded by (workers + 1) x (prefetch + threads) batches,
+whatever the dataset's size.
+
+The position is the step: Grain's own iterator state would also record per-worker progress,
+but with an index-based order the next step says everything, survives a change of worker or
+process count, and fits in a line of JSON.
+"""
+
+import dataclasses
+import os
+from typing import Callable
+
+import numpy as np
+
+from lepton_jax.data import order as order_lib
+from lepton_jax.errors import UserError
+
+_ENDLESS = 2**62  # the step range of a training stream: more steps than any run takes
+
+
+def default_workers() -> int:
+  """Worker processes for a host: none on 2 cores or fewer (threads do), else half the cores
+  (the other half runs the training step's host work), at most 8 (each is a Python process
+  with its own imports)."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+  return 0 if cores <= 2 else min(8, cores // 2)
+
+
+def _read(source, indices) -> list[dict]:
+  if len(indices) == 0:
+    return []
+  if hasattr(source, "__getitems__"):
+    return list(source.__getitems__([int(i) for i in indices]))
+  return [source[int(i)] for i in indices]
+
+
+def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class _TrainReader:
+  """step -> this process's batch. Picklable: each worker keeps its own epoch cache."""
+
+  def __init__(self, source, order: order_lib.TrainOrder, transform, augment, seed: int):
+    self.source, self.order = source, order
+    self.transform, self.augment, self.seed = transform, augment, seed
+    self._epochs = ()  # ((epoch, indices), ...): the last two epochs' orders
+
+  def __getstate__(self):
+    return {**self.__dict__, "_epochs": ()}
+
+  def _epoch_indices(self, epoch: int) -> np.ndarray:
+    # Grain's threads call this concurrently: read the cache once, replace it whole.
+    cached = self._epochs
+    for e, indices in cached:
+      if e == epoch:
+        return indices
+    indices = self.order.epoch_indices(epoch)
+    self._epochs = cached[-1:] + ((epoch, indices),)
+    return indices
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    epoch, position = divmod(int(step), self.order.steps_per_epoch)
+    examples = _read(self.source, self._epoch_indices(epoch)[position])
+    if self.transform is not None:
+      examples = [self.transform(e) for e in examples]
+    if self.augment is not None:
+      first = self.order.first_global_row
+      examples = [self.augment(e, np.random.default_rng([self.seed, int(step), first + j]))
+                  for j, e in enumerate(examples)]
+    return _stack(examples)
+
+
+class _EvalReader:
+  """eval batch number -> padded batch with a boolean `mask` of the real rows."""
+
+  def __init__(self, source, order: order_lib.EvalOrder, transform):
+    self.source, self.order, self.transform = source, order, transform
+
+  def _example(self, index: int) -> dict:
+    example = _read(self.source, [index])[0]
+    return self.transform(example) if self.transform is not None else example
+
+  def __call__(self, i: int) -> dict[str, np.ndarray]:
+    indices = self.order.batch_indices(int(i))
+    mask = indices != order_lib.PAD
+    examples = _read(self.source, indices[mask])
+    if self.transform is not None:
+      examples = [self.transform(e) for e in examples]
+    template = examples[0] if examples else self._example(0)
+    pad = {k: np.zeros_like(v) for k, v in template.items()}
+    real = iter(examples)
+    batch = _stack([next(real) if m else pad for m in mask])
+    batch["mask"] = mask
+    return batch
+
+
+def _grain_pipeline(reader, start: int, stop: int, workers: int, prefetch: int, threads: int):
+  import grain
+  ds = grain.MapDataset.range(start, stop).map(reader)
+  # Grain runs at most prefetch_buffer_size threads at once: the buffer holds each one's batch.
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                            prefetch_buffer_size=max(prefetch, threads)))
+  if workers:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=prefetch))
+  return ds
+
+
+def _local(array: np.ndarray) -> np.ndarray:
+  """A plain array. Grain's workers hand out arrays in shared memory, which is unlinked once
+  the array is garbage: copied here, the block goes at once rather than whenever the caller
+  drops the batch (at exit, too late: Python then reports it as leaked)."""
+  if type(array) is np.ndarray:
+    return array
+  return np.array(array)
+
+
+def _release_shared_memory() -> None:
+  """Frees the shared memory of batches that workers had made but nobody took.
+
+  Grain unlinks a block when its array is garbage, in a background thread pool that does not
+  run at interpreter exit; Python would then report the blocks as leaked. So: collect the
+  arrays now, then wait for the pool (one thread, first in first out: an empty task finishes
+  after every deletion queued before it).
+  """
+  import gc
+  try:  # Grain's internals: a version without them only costs the warning at exit
+    from grain._src.python.ipc import shared_memory_array
+  except ImportError:
+    return
+  gc.collect()
+  pool = getattr(shared_memory_array.SharedMemoryArray, "_del_thread_pool", None)
+  if pool is not None:
+    pool.apply(int)
+
+
+def _absl_flags_parsed() -> None:
+  """Grain reads absl flags; outside absl.app.run nobody parsed them (their defaults do)."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+@dataclasses.dataclass
+class _Settings:
+  workers: int
+  prefetch: int
+  threads: int
+
+
+class Batches:
+  """An iterator of host batches (dicts of numpy arrays) with a resumable position."""
+
+  def __init__(self, reader, key: dict, start: int, stop: int, settings: _Settings):
+    self._reader, self._key = reader, key
+    self._position, self._stop = start, stop
+    self._settings = settings
+    self._iterator = None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._position >= self._stop:
+      self.close()  # a finished evaluation stops its workers without waiting for close()
+      raise StopIteration
+    if self._iterator is None:
+      _absl_flags_parsed()
+      s = self._settings
+      self._iterator = iter(_grain_pipeline(self._reader, self._position, self._stop, s.workers,
+                                            s.prefetch, s.threads))
+    batch = next(self._iterator)
+    self._position += 1
+    return {k: _local(v) for k, v in batch.items()}
+
+  def __len__(self) -> int:
+    return self._stop - self._position
+
+  @property
+  def position(self) -> int:
+    """The next batch's number (the step, for training)."""
+    return self._position
+
+  def get_state(self) -> dict:
+    return {"position": self._position, **self._key}
+
+  def set_state(self, state: dict) -> None:
+    mismatch = {k: (state.get(k), v) for k, v in self._key.items() if state.get(k) != v}
+    if mismatch:
+      what = ", ".join(f"{k} {old!r} then, {new!r} now" for k, (old, new) in mismatch.items())
+      raise UserError(f"the saved input position belongs to another data order ({what}); "
+                      "resume with the same data, data.num_shards, batch_size and seed, or start "
+                      "a new workdir")
+    self.close()
+    self._position = int(state["position"])
+
+  def close(self) -> None:
+    """Stops the worker processes (a later next() starts them again)."""
+    if self._iterator is not None:
+      close = getattr(self._iterator, "close", None)
+      if close is not None:
+        close()
+      self._iterator = None
+      if self._settings.workers:
+        _release_shared_memory()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def train_batches(source, layout, global_batch: int, seed: int, start_step: int = 0,
+                  workers: int = 0, prefetch: int = 2, threads: int = 2,
+                  transform: Callable | None = None, augment: Callable | None = None,
+                  split: str = "train") -> Batches:
+  """This process's rows of global batches start_step, start_step + 1, ... without end.
+
+  `transform(example) -> example` and `augment(example, rng) -> example` run per example in
+  the workers; both must pickle (module-level functions, functools.partial).
+  """
+  order = order_lib.TrainOrder.create(len(source), layout, global_batch, seed, split)
+  reader = _TrainReader(source, order, transform, augment, seed)
+  key = {"kind": "train", **order.key()}
+  return Batches(reader, key, int(start_step), _ENDLESS, _settings(workers, prefetch, threads))
+
+
+def eval_batches(source, layout, global_batch: int, workers: int = 0, prefetch: int = 2,
+                 threads: int = 2, transform: Callable | None = None) -> Batches:
+  """Every example of the split once, in padded batches with a boolean `mask`; every process
+  gets the same number of batches."""
+  order = order_lib.EvalOrder.create(len(source), layout, global_batch)
+  reader = _EvalReader(source, order, transform)
+  key = {"kind": "eval", "num_examples": order.num_examples, "num_shards": order.num_shards,
+         "batch_size": global_batch}
+  return Batches(reader, key, 0, order.num_batches, _settings(workers, prefetch, threads))
+
+
+def _settings(workers: int, prefetch: int, threads: int) -> _Settings:
+  if workers is None or workers < 0:
+    workers = default_workers()
+  if prefetch < 1:
+    raise UserError(f"data.prefetch must be at least 1, got {prefetch}")
+  return _Settings(int(workers), int(prefetch), max(1, int(threads)))

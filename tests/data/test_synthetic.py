@@ -1,0 +1,44 @@
+"""Synthetic data (lepton_jax/data/synthetic.py): any shape, deterministic by index."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from lepton_jax.data import pipeline, stream, synthetic
+from lepton_jax.errors import UserError
+
+
+def config(**kwargs):
+  return ml_collections.ConfigDict({"name": "synthetic", **kwargs})
+
+
+def test_images_follow_the_config_and_are_a_function_of_the_index():
+  c = config(input_shape=(6, 5, 3), input_dtype="uint8", num_classes=7, num_examples=40)
+  info = synthetic.info(c)
+  assert (info.input_key, info.input_shape, info.input_dtype, info.num_classes) == (
+      "image", (6, 5, 3), np.uint8, 7)
+  assert info.split_sizes == {"train": 40, "validation": 5, "test": 5}
+  a, b = synthetic.SyntheticSource(c, "train", seed=1), synthetic.SyntheticSource(c, "train", seed=1)
+  assert len(a) == 40 and a[3]["image"].shape == (6, 5, 3) and a[3]["image"].dtype == np.uint8
+  np.testing.assert_array_equal(a[3]["image"], b[3]["image"])
+  assert not np.array_equal(a[3]["image"], a[4]["image"])
+  assert not np.array_equal(a[3]["image"], synthetic.SyntheticSource(c, "test", seed=1)[3]["image"])
+  labels = [int(a[i]["label"]) for i in range(40)]
+  assert 0 <= min(labels) and max(labels) < 7
+  batch = next(stream.train_batches(a, pipeline.ShardLayout.create(0, 0, 1), 8, seed=0))
+  assert batch["image"].shape == (8, 6, 5, 3) and batch["label"].dtype == np.int32
+
+
+def test_tokens_and_float_features():
+  tokens = synthetic.SyntheticSource(config(seq_len=12, num_classes=50), "train")[0]
+  assert tokens["tokens"].shape == (12,) and tokens["tokens"].max() < 50
+  np.testing.assert_array_equal(tokens["tokens"][1:], tokens["targets"][:-1])
+  features = synthetic.SyntheticSource(config(input_shape=(30,), input_dtype="float32"), "test")[2]
+  assert features["features"].dtype == np.float32 and features["features"].shape == (30,)
+
+
+def test_bad_settings_are_user_errors():
+  with pytest.raises(UserError, match="not a numpy dtype name"):
+    synthetic.info(config(input_dtype="uint9"))
+  with pytest.raises(UserError, match="has no split 'dev'"):
+    synthetic.SyntheticSource(config(), "dev")
