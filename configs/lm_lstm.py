@@ -3,7 +3,8 @@
     python -m lepton_jax.main --config configs/lm_lstm.py --workdir /tmp/lepton/lm_lstm
 
 `configs/lm_lstm.py:gru` uses a GRU instead. Another text: `--config.data.files='~/corpus/*.txt'`
-(a glob). Same data, experiment and metrics as configs/lm_transformer.py.
+(a glob). Same data, experiment and metrics as configs/lm_transformer.py; subword tokens
+as there (`--config.data.tokenizer=sentencepiece --config.data.tokenizer_path=... --config.data.vocab_size=4096`).
 
 Result: unmeasured.
 """
@@ -25,8 +26,13 @@ def get_config(arg=None):
   config.data.name = "text_files"
   config.data.files = "{stdlib}/*.py"  # glob of the text files ({stdlib}: Python's standard library)
   config.data.seq_len = 128  # tokens per example
-  config.data.stride = 0  # a window every N bytes; 0: seq_len
-  config.data.validation_fraction = 0.02  # the last 2% of the bytes are the validation split
+  config.data.stride = 0  # a window every N tokens; 0: seq_len
+  config.data.validation_fraction = 0.02  # the last 2% of the bytes (cut at a newline) are validation
+  config.data.tokenizer = "bytes"  # bytes, sentencepiece or tiktoken (data/tokenizers.py)
+  config.data.tokenizer_path = ""  # its .model / .tiktoken file; sentencepiece: trained there if missing
+  config.data.vocab_size = 0  # sentencepiece: the vocabulary to train (0: the file's)
+  config.data.tokenizer_model_type = "bpe"  # sentencepiece training: bpe or unigram
+  config.data.tokenizer_pattern = ""  # tiktoken: gpt2, cl100k, o200k or regex:<pattern>
   config.data.preprocess = ()
 
   config.model.name = cell

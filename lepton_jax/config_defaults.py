@@ -46,17 +46,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "mlp"  # registered model; the other keys of this section are its arguments
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"  # registered dataset
-  c.data.data_dir = ""  # tfds data dir ('' = tfds default, ~/tensorflow_datasets); may be gs://
-  c.data.manual_dir = ""  # folder with the original files, for building a dataset offline
-  c.data.train_split = "train"  # split to train on
+  c.data.name = "digits"  # registered dataset (a dataset's own keys: docs/offline_data.md)
+  # Prepared datasets live here, one folder each (ArrayRecord files); tfds catalog datasets too.
+  c.data.data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets; a local or mounted path
+  c.data.manual_dir = ""  # folder with the original files (image folder, MNIST/CIFAR files, text)
+  c.data.train_split = "train"  # split to train on (slices like 'train[:90%]' work)
   c.data.num_shards = 0  # data shards (fix the data order); 0: one per process
   c.data.preprocess = ("to_float",)  # device-side ops for every split (and predict)
   c.data.augment = ()  # device-side random ops for training only
-  c.data.prefetch = 2  # batches prepared ahead on the devices
+  # Streamed splits are read, decoded and batched by worker processes, each holding `prefetch`
+  # batches ahead: host memory stays at a few batches per worker, whatever the dataset's size.
+  c.data.workers = -1  # input worker processes; -1: half the cores (none on 2) when streaming; 0: in-process
+  c.data.prefetch = 2  # batches prepared ahead, per worker and on the devices
   # Single-process runs keep a train split up to this size on every device and gather batches
-  # there: no per-step host assembly or copy.
-  c.data.on_device_max_mb = 256  # decoded train split size limit (MiB); 0: always feed from host
+  # there: no per-step host assembly or copy. Bigger splits (and all, at 0) stream.
+  c.data.on_device_max_mb = 256  # decoded train split size limit (MiB); 0: always stream
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "test"  # split to evaluate on

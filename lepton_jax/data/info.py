@@ -2,12 +2,11 @@
 run records in run.json."""
 
 import dataclasses
-import types
 from typing import Any
 
 import numpy as np
 
-from lepton_jax.errors import UserError
+from lepton_jax.data import splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,22 +23,16 @@ class DatasetInfo:
   label_key: str = "label"
   # How raw inputs were made (for predict/export to do the same to new inputs).
   input_description: str = ""
+  # The tokenizer of token inputs (tokenizers.Tokenizer.spec; None: not text, or bytes before
+  # tokenizers were recorded): predict rebuilds it from run.json without the data.
+  tokenizer: dict | None = None
+  # A host-side transform every example gets when read, {"name": ..., "args": ...} of
+  # sources.READ_TRANSFORMS (e.g. standardizing with training-split statistics); {}: none.
+  transform: dict = dataclasses.field(default_factory=dict)
 
   def split_size(self, split: str) -> int:
     """Examples in `split`: a split name or tfds slicing syntax ('test[:1000]', 'train[90%:]')."""
-    if split in self.split_sizes:
-      return self.split_sizes[split]
-    if "[" in split or "+" in split:
-      import tensorflow_datasets as tfds
-      infos = {k: types.SimpleNamespace(num_examples=v) for k, v in self.split_sizes.items()}
-      try:
-        parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-      except (ValueError, KeyError, AssertionError):
-        parts = None
-      if parts is not None:
-        return sum(len(range(self.split_sizes[p.splitname])[p.from_:p.to]) for p in parts)
-    raise UserError(f"dataset {self.name!r} has no split {split!r}; splits are "
-                    f"{', '.join(sorted(self.split_sizes))} (slices like 'test[:1000]' work too)")
+    return splits.size(split, self.split_sizes, self.name)
 
   def to_dict(self) -> dict:
     """JSON-able facts (run.json's `dataset`)."""
@@ -47,7 +40,9 @@ class DatasetInfo:
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
             "input_dtype": np.dtype(self.input_dtype).name, "num_classes": self.num_classes,
             "label_names": list(self.label_names), "label_key": self.label_key,
-            "split_sizes": dict(self.split_sizes), "input_description": self.input_description}
+            "split_sizes": dict(self.split_sizes), "input_description": self.input_description,
+            **({"tokenizer": dict(self.tokenizer)} if self.tokenizer else {}),
+            **({"transform": dict(self.transform)} if self.transform else {})}
 
   @classmethod
   def from_dict(cls, d: dict) -> "DatasetInfo":
@@ -57,4 +52,5 @@ class DatasetInfo:
                input_shape=tuple(shape) if shape is not None else None,
                input_dtype=np.dtype(d["input_dtype"]), num_classes=int(d["num_classes"]),
                split_sizes=dict(d.get("split_sizes", {})), label_names=tuple(d.get("label_names", ())),
-               label_key=d.get("label_key", "label"), input_description=d.get("input_description", ""))
+               label_key=d.get("label_key", "label"), input_description=d.get("input_description", ""),
+               tokenizer=d.get("tokenizer"), transform=dict(d.get("transform") or {}))

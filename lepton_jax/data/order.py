@@ -12,8 +12,8 @@ path both take their indices from here, which is what makes them bit-identical.
 Evaluation visits every example once: each shard in order, in batches of its rows, the last one
 padded (index -1); every process runs the batch count of the largest shard.
 
-A `layout` is any object with `num_shards` and `local_shards` (a range of shard numbers), such as
-lepton_jax.data.pipeline.ShardLayout.
+A `ShardLayout` says which shards this process reads (num_shards defaults to the number of
+processes); TrainOrder and EvalOrder take any object with `num_shards` and `local_shards`.
 """
 
 import dataclasses
@@ -23,6 +23,33 @@ import numpy as np
 from lepton_jax.errors import UserError
 
 PAD = -1  # the index of a padding row in evaluation batches
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+  """Which shards of a split this process reads."""
+
+  num_shards: int
+  process_index: int
+  process_count: int
+
+  @classmethod
+  def create(cls, num_shards: int, process_index: int, process_count: int) -> "ShardLayout":
+    num_shards = num_shards or process_count
+    if num_shards % process_count:
+      raise UserError(f"data.num_shards={num_shards} is not a multiple of the {process_count} "
+                      "processes; use a multiple, or 0 for one shard per process")
+    return cls(num_shards, process_index, process_count)
+
+  @property
+  def local_shards(self) -> range:
+    per_process = self.num_shards // self.process_count
+    return range(self.process_index * per_process, (self.process_index + 1) * per_process)
+
+
+def steps_per_epoch(split_size: int, layout, global_batch: int, split: str) -> int:
+  """Full global batches in an epoch of a split of `split_size` examples."""
+  return TrainOrder.create(split_size, layout, global_batch, 0, split).steps_per_epoch
 
 
 def shard_bounds(total: int, num_shards: int) -> list[tuple[int, int]]:

@@ -129,6 +129,8 @@ class Manifest:
     fields["input_dtype"] = np.dtype(fields["input_dtype"]).type
     fields["label_names"] = tuple(fields.get("label_names", ()))
     fields["split_sizes"] = {split: self.split_size(split) for split in self.splits}
+    if self.read_transform:
+      fields["transform"] = {"name": self.read_transform, "args": self.transform_args}
     return DatasetInfo(**fields)
 
   def to_json(self) -> dict:
@@ -144,7 +146,8 @@ def info_fields(info: DatasetInfo) -> dict:
   return {"name": info.name, "input_key": info.input_key, "input_shape": list(info.input_shape),
           "input_dtype": np.dtype(info.input_dtype).name, "num_classes": info.num_classes,
           "label_names": list(info.label_names), "label_key": info.label_key,
-          "input_description": info.input_description}
+          "input_description": info.input_description,
+          **({"tokenizer": dict(info.tokenizer)} if info.tokenizer else {})}
 
 
 def read_manifest(directory: str) -> Manifest | None:

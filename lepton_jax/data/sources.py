@@ -127,6 +127,15 @@ def _narrow(array: np.ndarray) -> np.ndarray:
   return array
 
 
+def nbytes(source, count: int | None = None) -> int:
+  """The decoded size of `count` examples (default: all) of `source`, from its first one
+  (examples of a source have one shape)."""
+  count = len(source) if count is None else count
+  if not count:
+    return 0
+  return count * sum(np.asarray(v).nbytes for v in source[0].values())
+
+
 def gather(source, indices) -> dict[str, np.ndarray]:
   """The examples at `indices`, stacked into arrays (e.g. a whole split for the on-device path)."""
   examples = source.__getitems__(list(indices)) if hasattr(source, "__getitems__") else [

@@ -40,6 +40,33 @@ def default_workers() -> int:
   return 0 if cores <= 2 else min(8, cores // 2)
 
 
+def resolve_workers(workers: int, small: bool) -> int:
+  """data.workers as a count: -1 (auto) is `default_workers()` for data that streams and none
+  for a small split (starting worker processes costs seconds that such a split never repays)."""
+  workers = int(workers)
+  if workers >= 0:
+    return workers
+  return 0 if small else default_workers()
+
+
+def check_state(state: dict, key: dict, process_count: int = 1) -> None:
+  """Refuses a saved position `state` of another data order than `key` (a UserError saying
+  what changed and, for a changed shard count, which setting keeps the saved order)."""
+  mismatch = {k: (state.get(k), v) for k, v in key.items() if state.get(k) != v}
+  if not mismatch:
+    return
+  what = ", ".join(f"{k} {old!r} then, {new!r} now" for k, (old, new) in mismatch.items())
+  hint = ""
+  saved_shards = state.get("num_shards")
+  if "num_shards" in mismatch and isinstance(saved_shards, int) and saved_shards > 0:
+    hint = (f" (--config.data.num_shards={saved_shards} keeps the saved order" +
+            ("" if saved_shards % process_count == 0 else
+             f" on a process count dividing {saved_shards}, not {process_count}") + ")")
+  raise UserError(f"the saved input position belongs to another data order ({what}); resume "
+                  f"with the same data, data.num_shards{hint}, batch_size and seed, or start a "
+                  "new workdir")
+
+
 def _read(source, indices) -> list[dict]:
   if len(indices) == 0:
     return []
@@ -168,6 +195,7 @@ class Batches:
 
   def __init__(self, reader, key: dict, start: int, stop: int, settings: _Settings):
     self._reader, self._key = reader, key
+    self.num_examples = key.get("num_examples")  # of the split (all processes together)
     self._position, self._stop = start, stop
     self._settings = settings
     self._iterator = None
@@ -200,12 +228,7 @@ class Batches:
     return {"position": self._position, **self._key}
 
   def set_state(self, state: dict) -> None:
-    mismatch = {k: (state.get(k), v) for k, v in self._key.items() if state.get(k) != v}
-    if mismatch:
-      what = ", ".join(f"{k} {old!r} then, {new!r} now" for k, (old, new) in mismatch.items())
-      raise UserError(f"the saved input position belongs to another data order ({what}); "
-                      "resume with the same data, data.num_shards, batch_size and seed, or start "
-                      "a new workdir")
+    check_state(state, self._key)
     self.close()
     self._position = int(state["position"])
 

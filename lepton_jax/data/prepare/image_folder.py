@@ -230,6 +230,9 @@ class ImageFolder(core.Preparer):
     if not 0 <= int(jpeg_quality) <= 100:
       raise UserError(f"data.jpeg_quality must be 0 (lossless PNG) or 1-100, got {jpeg_quality}")
     self.root = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(self.root):
+      raise UserError(f"data.manual_dir {str(root)!r} is not a directory; point it at a folder "
+                      "with one sub-folder of images per class")
     self.image_size, self.channels = size, int(channels)
     self.validation_fraction = float(validation_fraction)
     self.jpeg_quality, self.unit_size = int(jpeg_quality), int(unit_size)

@@ -4,21 +4,22 @@
     config.data.manual_dir = "~/corpus"        # every non-hidden file below it
     config.data.seq_len = 256                  # tokens per example (T)
     config.data.stride = 0                     # a window starts every N tokens; 0: seq_len
-    config.data.validation_fraction = 0.05     # the last 5% of the tokens
+    config.data.validation_fraction = 0.05     # about the last 5% of the text
 
-Without a tokenizer the tokens are the bytes of the files (0-255: any file works). With one
-(an object with `encode(text) -> ids`, `decode(ids) -> text`, `vocab_size` and `fingerprint`),
-each file is read as UTF-8 (undecodable bytes replaced) and encoded on its own. The files'
-tokens are concatenated in sorted path order; the first (1 - validation_fraction) of them are
-`train`, the rest `validation` (no window straddles the two). A window is seq_len + 1
-consecutive tokens, one every `stride`; the model reads window[:-1] (`tokens`) and is scored on
-window[1:] (`targets`), so with the default stride every token but a split's first is a target
-once per epoch.
+The files are concatenated in sorted path order and cut in two on bytes, before any
+tokenizing: `train` is the text up to the last newline at or before (1 - validation_fraction)
+of the bytes, `validation` the rest. So the validation text is the same for every tokenizer,
+and bits per byte of different tokenizers compare. Each file's part of a split is then
+encoded on its own by the tokenizer (tokenizers.py; bytes by default: any file works), and the
+split's tokens are packed into windows of seq_len + 1 consecutive tokens, one every `stride`
+(tokenizers.iter_windows); the model reads window[:-1] (`tokens`) and is scored on window[1:]
+(`targets`), so with the default stride every token but a split's first is a target once per
+epoch. Each window also records `target_bytes`, the UTF-8 bytes of the text its targets stand
+for (seq_len for bytes): bits per byte = loss in bits / target bytes.
 
-Every window also records `target_bytes`: the UTF-8 length of the text its targets decode to
-(seq_len for bytes), so that bits per byte = loss in bits / bytes stays comparable across
-tokenizers. For subword tokens this is the length of `decode(targets)`: over a split it adds up
-to the split's text, except where a window boundary falls inside a multi-byte character.
+The manifest records the tokenizer's spec (kind, file, SHA-256, vocabulary), and so does a
+run's run.json: predict rebuilds the tokenizer from it, and a changed tokenizer file is
+refused rather than silently giving other tokens.
 """
 
 import glob
@@ -28,13 +29,12 @@ import re
 
 import numpy as np
 
-from lepton_jax.data import records
+from lepton_jax.data import records, tokenizers
 from lepton_jax.data.info import DatasetInfo
 from lepton_jax.data.prepare import core
 from lepton_jax.data.prepare.image_folder import fraction_tag
 from lepton_jax.errors import UserError
 
-BYTE_VOCAB = 256
 STDLIB = "{stdlib}"  # in data.files: the running Python's standard library folder
 WINDOWS_PER_UNIT = 16384
 
@@ -81,21 +81,47 @@ def _read(path: str) -> bytes:
     raise UserError(f"cannot read text file {path}: {e.strerror or e}") from e
 
 
-def windows(tokens: np.ndarray, length: int, stride: int) -> np.ndarray:
-  """(N, length) windows of `tokens` starting every `stride` tokens (a view)."""
-  n = (len(tokens) - length) // stride + 1 if len(tokens) >= length else 0
-  return np.lib.stride_tricks.as_strided(tokens, (n, length),
-                                         (stride * tokens.strides[0], tokens.strides[0]),
-                                         writeable=False)
+def cut_at_newline(data: bytes, fraction: float) -> int:
+  """Where `validation` starts: after the last newline at or before (1 - fraction) of `data`
+  (else after the first newline past it; a text without newlines is cut between characters)."""
+  nominal = int(round(len(data) * (1.0 - fraction)))
+  before = data.rfind(b"\n", 0, nominal)
+  if before >= 0:
+    return before + 1
+  after = data.find(b"\n", nominal)
+  if 0 <= after < len(data) - 1:
+    return after + 1
+  cut = nominal
+  while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # inside a UTF-8 character
+    cut -= 1
+  return cut
 
 
-def _fingerprint_of(tokenizer) -> str:
-  fingerprint = getattr(tokenizer, "fingerprint", "")
-  return str(fingerprint() if callable(fingerprint) else fingerprint)
+class Text:
+  """The bytes of the files and the byte range of each split."""
 
+  def __init__(self, paths, fraction: float):
+    self.paths = tuple(paths)
+    self.parts = [_read(p) for p in self.paths]
+    data = b"".join(self.parts)
+    self.size = len(data)
+    self.digest = hashlib.sha256(data).hexdigest()
+    cut = cut_at_newline(data, fraction)
+    self.ranges = {"train": (0, cut), "validation": (cut, len(data))}
 
-def _token_dtype(vocab_size: int):
-  return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+  def segments(self, split: str):
+    """(path, bytes) of every file's part of `split`, in order."""
+    lo, hi = self.ranges[split]
+    start = 0
+    for path, part in zip(self.paths, self.parts):
+      a, b = max(lo, start), min(hi, start + len(part))
+      if a < b:
+        yield path, part[a - start:b - start]
+      start += len(part)
+
+  def train_text(self) -> str:
+    """The train split as text (what a tokenizer is trained on)."""
+    return b"".join(part for _, part in self.segments("train")).decode("utf-8", errors="replace")
 
 
 class TextFiles(core.Preparer):
@@ -105,8 +131,8 @@ class TextFiles(core.Preparer):
   noun = "windows"
 
   def __init__(self, paths, seq_len: int = 256, stride: int = 0,
-               validation_fraction: float = 0.05, tokenizer=None):
-    if not isinstance(seq_len, int) or seq_len < 1:
+               validation_fraction: float = 0.05, tokenizer=None, text: Text | None = None):
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
       raise UserError(f"data.seq_len must be a positive integer, got {seq_len!r}")
     stride = stride or seq_len
     if not isinstance(stride, int) or stride < 1:
@@ -119,10 +145,13 @@ class TextFiles(core.Preparer):
     self.paths = tuple(os.path.abspath(p) for p in paths)
     self.seq_len, self.stride = seq_len, stride
     self.validation_fraction = float(validation_fraction)
-    self.tokenizer = tokenizer
-    self.vocab_size = int(tokenizer.vocab_size) if tokenizer is not None else BYTE_VOCAB
-    self._digest = None
-    self._splits = None
+    self.tokenizer = tokenizer if tokenizer is not None else tokenizers.BytesTokenizer()
+    self.vocab_size = int(self.tokenizer.vocab_size)
+    self._text = text
+    self._windows = {}
+
+  def __getstate__(self):
+    return {**self.__dict__, "_text": None, "_windows": {}}
 
   @classmethod
   def from_config(cls, data_config, tokenizer=None) -> "TextFiles":
@@ -130,89 +159,73 @@ class TextFiles(core.Preparer):
                data_config.get("stride", 0), data_config.get("validation_fraction", 0.05),
                tokenizer)
 
-  def digest(self) -> str:
-    """A hash of the files' content (cheaper than tokenizing: computed on every use)."""
-    if self._digest is None:
-      h = hashlib.sha256()
-      for path in self.paths:
-        h.update(_read(path))
-      self._digest = h.hexdigest()
-    return self._digest
+  def text(self) -> Text:
+    if self._text is None:
+      self._text = Text(self.paths, self.validation_fraction)
+    return self._text
 
   def slug(self) -> str:
     base = re.sub(r"[^a-z0-9]+", "_", os.path.basename(self.paths[0]).lower()).strip("_")[:30]
     tok = ""
-    if self.tokenizer is not None:
-      tok = "_tok" + hashlib.sha256(_fingerprint_of(self.tokenizer).encode()).hexdigest()[:8]
-    return (f"{base or 'text'}_{self.digest()[:12]}_t{self.seq_len}_s{self.stride}"
+    if self.tokenizer.kind != "bytes":
+      tok = "_tok" + self.tokenizer.fingerprint[:8]
+    return (f"{base or 'text'}_{self.text().digest[:12]}_t{self.seq_len}_s{self.stride}"
             f"_val{fraction_tag(self.validation_fraction)}{tok}")
 
   def fingerprint(self) -> str:
-    return f"{records.FORMAT}|{self.slug()}|{self.digest()}"
+    return f"{records.FORMAT}|{self.slug()}|{self.text().digest}|{self.tokenizer.fingerprint}"
 
   def describe(self) -> str:
-    what = "byte-level" if self.tokenizer is None else "tokenized"
     more = ", ..." if len(self.paths) > 1 else ""
+    what = "byte-level" if self.tokenizer.kind == "bytes" else self.tokenizer.describe()
     return f"{what} windows of {len(self.paths)} text file(s) ({self.paths[0]}{more})"
 
-  def tokens(self) -> np.ndarray:
-    """Every file's tokens, concatenated."""
-    if self.tokenizer is None:
-      return np.frombuffer(b"".join(_read(p) for p in self.paths), np.uint8)
-    dtype = _token_dtype(self.vocab_size)
-    parts = [np.asarray(self.tokenizer.encode(_read(p).decode("utf-8", errors="replace")), dtype)
-             for p in self.paths]
-    return np.concatenate(parts) if parts else np.zeros((0,), dtype)
-
-  def splits(self) -> dict[str, np.ndarray]:
-    """The train and validation tokens, each long enough for one window."""
-    if self._splits is None:
-      tokens, window = self.tokens(), self.seq_len + 1
-      source = f"{len(self.paths)} text file(s) ({self.paths[0]}, ...)" if len(self.paths) > 1 \
-          else self.paths[0]
-      if len(tokens) < window:
-        raise UserError(f"{source} holds {len(tokens):,} tokens, fewer than one window of "
-                        f"data.seq_len + 1 = {window}; give more text or lower data.seq_len")
-      cut = int(round(len(tokens) * (1.0 - self.validation_fraction)))
-      self._splits = {"train": tokens[:cut], "validation": tokens[cut:]}
-      for split, part in self._splits.items():
-        if len(part) < window:
-          raise UserError(f"{source}: the {split} split gets {len(part):,} tokens "
-                          f"(validation_fraction={self.validation_fraction}), fewer than one "
-                          f"window of {window}; give more text, lower data.seq_len or change "
-                          "data.validation_fraction")
-    return self._splits
+  def windows(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(windows (N, seq_len + 1), target_bytes (N,)) of `split`."""
+    if split not in self._windows:
+      chunks = (self.tokenizer.encode_bytes(data, path)
+                for path, data in self.text().segments(split))
+      blocks = list(tokenizers.iter_windows(chunks, self.seq_len, self.tokenizer.byte_lengths,
+                                            self.stride))
+      dtype = tokenizers.token_dtype(self.vocab_size)
+      windows = (np.concatenate([w for w, _ in blocks]) if blocks
+                 else np.zeros((0, self.seq_len + 1), dtype))
+      target_bytes = (np.concatenate([b for _, b in blocks]) if blocks
+                      else np.zeros((0,), np.int64))
+      self._windows[split] = (windows, target_bytes)
+    return self._windows[split]
 
   def plan(self) -> list[core.Unit]:
     chunks = []
-    for split, part in self.splits().items():
-      n = len(windows(part, self.seq_len + 1, self.stride))
+    for split in ("train", "validation"):
+      n = len(self.windows(split)[0])
+      if n == 0:
+        lo, hi = self.text().ranges[split]
+        raise UserError(f"{self.describe()}: the {split} split ({hi - lo:,} bytes, "
+                        f"validation_fraction={self.validation_fraction}) holds fewer than "
+                        f"data.seq_len + 1 = {self.seq_len + 1} tokens; give more text, lower "
+                        "data.seq_len or change data.validation_fraction")
       chunks += [(split, range(lo, min(n, lo + WINDOWS_PER_UNIT)))
                  for lo in range(0, n, WINDOWS_PER_UNIT)]
     return core.number_units(chunks)
 
   def features(self) -> dict[str, records.Feature]:
-    return {"window": records.array_feature(_token_dtype(self.vocab_size), (self.seq_len + 1,)),
+    return {"window": records.array_feature(tokenizers.token_dtype(self.vocab_size),
+                                            (self.seq_len + 1,)),
             "target_bytes": records.array_feature(np.int32)}
 
   def examples(self, unit: core.Unit):
-    all_windows = windows(self.splits()[unit.split], self.seq_len + 1, self.stride)
+    windows, target_bytes = self.windows(unit.split)
     for i in unit.items:
-      window = all_windows[i]
-      if self.tokenizer is None:
-        target_bytes = self.seq_len
-      else:
-        target_bytes = len(self.tokenizer.decode(window[1:].tolist()).encode("utf-8"))
-      yield {"window": window, "target_bytes": target_bytes}
+      yield {"window": windows[i], "target_bytes": target_bytes[i]}
 
   def read_transform(self) -> tuple[str, dict]:
     return "lm_window", {}
 
   def info(self) -> DatasetInfo:
-    kind = ("byte-level tokens (the bytes 0-255 of the text, e.g. UTF-8)" if self.tokenizer is None
-            else f"token ids of a tokenizer ({_fingerprint_of(self.tokenizer)}), vocabulary "
-                 f"{self.vocab_size}")
     return DatasetInfo(
         name="text_files", input_key="tokens", input_shape=(self.seq_len,), input_dtype=np.int32,
         num_classes=self.vocab_size, label_key="targets", split_sizes={},
-        input_description=f"{kind}, int32 windows of {self.seq_len}; {self.describe()}")
+        input_description=(f"{self.tokenizer.describe()} token ids, int32 windows of "
+                           f"{self.seq_len}; {self.describe()}"),
+        tokenizer=self.tokenizer.spec)

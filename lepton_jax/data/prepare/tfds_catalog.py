@@ -52,6 +52,10 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True):
     try:
       builder = tfds.builder(name, data_dir=data_dir, file_format=FILE_FORMAT)
     except Exception as e:  # tfds raises several types for unknown names and configs
+      if "File format is already set" in str(e):
+        raise UserError(f"tfds dataset {name!r} under {data_dir} was prepared in another file "
+                        f"format; lepton_jax reads {FILE_FORMAT}: prepare it into another "
+                        "data.data_dir") from e
       raise UserError(f"tfds has no dataset {name!r} ({type(e).__name__}); see "
                       "https://www.tensorflow.org/datasets/catalog") from e
     if builder.is_prepared():
@@ -81,7 +85,8 @@ def info(builder, input_key: str = "", label_key: str = "label") -> DatasetInfo:
                             next(k for k in features if k != label_key))
   feature, label = features[input_key], features[label_key]
   names = tuple(getattr(label, "names", ()) or ())
-  dtype = np.dtype(getattr(feature, "np_dtype", feature.dtype))
+  # np_dtype where tfds has it: reading the older `dtype` logs a deprecation warning.
+  dtype = np.dtype(feature.np_dtype if hasattr(feature, "np_dtype") else feature.dtype)
   dtype = {np.dtype(np.int64): np.dtype(np.int32),
            np.dtype(np.float64): np.dtype(np.float32)}.get(dtype, dtype)
   return DatasetInfo(name=builder.name, input_key=input_key, input_shape=tuple(feature.shape),
