@@ -40,7 +40,7 @@ def _median_interval(fn, steps: int, repeats: int) -> float:
 
 def bare_step_timer(task, feed: TrainFeed):
   """fn(n) -> seconds for n bare train steps on one fixed on-device batch."""
-  batch = feed.to_device(feed.data.batch(0))
+  batch = feed.to_device(feed.host_batch(0))
   holder = {"state": task.init_state(task.init_rng)}
 
   def interval(n):

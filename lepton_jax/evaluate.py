@@ -14,6 +14,7 @@ Split names are tfds split strings, slices included ('test[:1000]'); in file
 names they are spelled with only [A-Za-z0-9._-] (`split_slug`).
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +27,7 @@ from etils import epath
 from lepton_jax import run_record, task as task_lib
 from lepton_jax.checkpoint import select
 from lepton_jax.checkpoint.manager import Checkpointer
-from lepton_jax.data import base as data_base, pipeline
+from lepton_jax.data import base as data_base, pipeline, sources, stream
 
 
 # ---------------------------------------------------------------- evaluation
@@ -35,24 +36,40 @@ _add = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + y, a, b))
 
 
 class Evaluator:
-  """The experiment's eval statistics of a state over every example of a split."""
+  """The experiment's eval statistics of a state over every example of a split.
+
+  The split streams (data/stream.py): this process's shards in order, in padded batches whose
+  `mask` marks the real rows, prefetched onto the devices; every process runs the same number
+  of batches, and each example counts exactly once.
+  """
 
   def __init__(self, task, dataset):
     self.task, self.dataset = task, dataset
 
+  def batches(self, split: str) -> stream.Batches:
+    """This process's padded eval batches of `split` (host arrays)."""
+    task, data = self.task, self.task.config.data
+    source = self.dataset.split_source(split)
+    small = sources.nbytes(source) <= data.on_device_max_mb * 2**20
+    return stream.eval_batches(source, task.layout, task.eval_batch_size,
+                               workers=stream.resolve_workers(data.workers, small),
+                               prefetch=data.prefetch)
+
   def statistics(self, state, split: str) -> dict[str, np.ndarray]:
     """Sums (loss, count, confusion...) over every example of `split`, each exactly once."""
     task = self.task
-    data = pipeline.EvalData(self.dataset, split, task.eval_batch_size, task.layout)
     to_device = lambda batch: pipeline.make_global(batch, task.batch_sharding)  # noqa: E731
-    stats = None
-    for batch in pipeline.prefetch(data.batches(), to_device, task.config.data.prefetch):
-      batch_stats = task.eval_step(state, batch)
-      stats = batch_stats if stats is None else _add(stats, batch_stats)
+    stats, batches = None, self.batches(split)
+    num_examples = batches.num_examples
+    on_devices = pipeline.prefetch(batches, to_device, task.config.data.prefetch)
+    with batches, contextlib.closing(on_devices):  # an error stops the thread and the workers
+      for batch in on_devices:
+        batch_stats = task.eval_step(state, batch)
+        stats = batch_stats if stats is None else _add(stats, batch_stats)
     stats = {k: np.asarray(v) for k, v in jax.device_get(stats).items()}
-    if int(round(float(stats["count"]))) != data.num_examples:
+    if int(round(float(stats["count"]))) != num_examples:
       raise RuntimeError(f"evaluated {stats['count']} examples of {split!r}, expected "
-                         f"{data.num_examples}")
+                         f"{num_examples}")
     return stats
 
   def evaluate(self, state, split: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:

@@ -21,7 +21,7 @@ import optax
 
 from lepton_jax import config_lib, flops, modeling, optimizers, registry, run_record, steps
 from lepton_jax import train_state
-from lepton_jax.data import pipeline, transforms
+from lepton_jax.data import order, transforms
 from lepton_jax.data.info import DatasetInfo
 from lepton_jax.data.statistics import OpSpecs
 from lepton_jax.errors import UserError, first_line
@@ -37,7 +37,7 @@ class Task:
   info: DatasetInfo
   op_specs: OpSpecs
   mesh: jax.sharding.Mesh
-  layout: pipeline.ShardLayout  # which data shards this process reads
+  layout: order.ShardLayout  # which data shards this process reads
   experiment: Experiment
   model: modeling.LinenModel
   tx: optax.GradientTransformation
@@ -127,10 +127,10 @@ def build(config, info: DatasetInfo, op_specs: OpSpecs | None = None, *, devices
   mesh = mesh or mesh_lib.make_mesh(config.mesh, devices)
   mesh_lib.check_batch(config.batch_size, mesh)
   mesh_lib.check_batch(config.eval.batch_size or config.batch_size, mesh, "eval.batch_size")
-  layout = pipeline.ShardLayout.create(config.data.num_shards, jax.process_index(),
-                                       jax.process_count())
-  steps_per_epoch = pipeline.steps_per_epoch(info.split_size(config.data.train_split), layout,
-                                             config.batch_size, config.data.train_split)
+  layout = order.ShardLayout.create(config.data.num_shards, jax.process_index(),
+                                    jax.process_count())
+  steps_per_epoch = order.steps_per_epoch(info.split_size(config.data.train_split), layout,
+                                          config.batch_size, config.data.train_split)
   total_steps = _total_steps(config, steps_per_epoch)
   experiment = _experiment(config, info)
   model = modeling.build_model(config, experiment, mesh.devices.flat[0].platform)

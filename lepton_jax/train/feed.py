@@ -1,9 +1,16 @@
 """The feed: what the loop hands the compiled train step besides the state.
 
-A train split small enough (data.on_device_max_mb, one process) lives on the devices and the step
-gathers its own batch there, so the host does nothing per step but dispatch; any other split is
-assembled on the host and prefetched to the devices by a background thread. Both give exactly
-the same batches (pipeline.TrainData defines them), so the choice never changes a result.
+A train split small enough (data.on_device_max_mb, one process) lives on the devices and the
+step gathers its own batch there, so the host does nothing per step but dispatch. Any other
+split streams (data/stream.py): this process's shards, read by index in the seeded global
+order, decoded in `data.workers` worker processes, batched, and prefetched onto the devices
+by a background thread; host memory holds a few batches, whatever the split's size. Both take
+their indices from data/order.py, so the choice never changes a result.
+
+The position in the data is the step plus the key of the data order (`position()`): the loop
+saves it in every checkpoint's meta (one record, the same for every process, whose rows
+follow from it), and `check_position` refuses a resume whose order differs, before anything is
+written.
 """
 
 import time
@@ -11,7 +18,39 @@ import time
 import jax
 import numpy as np
 
-from lepton_jax.data import pipeline
+from lepton_jax.data import datasets, order as order_lib, pipeline, sources, stream
+
+
+def train_order(task, source) -> order_lib.TrainOrder:
+  config = task.config
+  return order_lib.TrainOrder.create(len(source), task.layout, config.batch_size, config.seed,
+                                     config.data.train_split)
+
+
+def order_key(task, source) -> dict:
+  """What a saved position is valid for: the data order and the tokenizer of the data."""
+  key = {"kind": "train", **train_order(task, source).key()}
+  if task.info.tokenizer:
+    key["tokenizer"] = task.info.tokenizer
+  return key
+
+
+def check_position(task, dataset, saved: dict | None) -> None:
+  """Refuses to resume from a checkpoint whose input position belongs to another data order
+  or tokenizer (UserError). Checkpoints saved before positions were recorded pass."""
+  if not saved:
+    return
+  datasets.checked_tokenizer(task.info, saved.get("tokenizer"), "this run's checkpoint")
+  key = order_key(task, dataset.split_source(task.config.data.train_split))
+  key.pop("tokenizer", None)
+  stream.check_state(saved, key, jax.process_count())
+
+
+def fits_on_device(task, source, order: order_lib.TrainOrder) -> bool:
+  """Whether this process's part of the split is kept on the devices."""
+  lo, hi = order.local_range
+  budget = task.config.data.on_device_max_mb * 2**20
+  return jax.process_count() == 1 and 0 < sources.nbytes(source, hi - lo) <= budget
 
 
 class TrainFeed:
@@ -20,34 +59,40 @@ class TrainFeed:
   def __init__(self, task, dataset, start_step: int):
     self.task = task
     self._compiled = None
-    config = task.config
-    self.data = pipeline.TrainData(dataset, config.data.train_split, config.batch_size,
-                                   config.seed, task.layout)
-    budget = config.data.on_device_max_mb * 2**20
-    self.on_device = jax.process_count() == 1 and 0 < self.data.nbytes() <= budget
+    self.source = dataset.split_source(task.config.data.train_split)
+    self.order = train_order(task, self.source)
+    self._key = order_key(task, self.source)
+    self._step = int(start_step)
+    self.on_device = fits_on_device(task, self.source, self.order)
     if self.on_device:
-      self._source = pipeline.OnDeviceFeed(self.data, start_step, task.replicated)
+      self._feed = _OnDevice(self.source, self.order, start_step, task.replicated)
       self.step_fn = _on_device_step(task)
     else:
-      self._source = pipeline.HostFeed(self.data, start_step, self.to_device,
-                                       config.data.prefetch)
+      self._feed = _Streamed(self.source, task, start_step, self.to_device)
       self.step_fn = task.train_step
 
   def to_device(self, batch: dict) -> dict:
     return pipeline.make_global(batch, self.task.batch_sharding)
 
+  def host_batch(self, step: int) -> dict[str, np.ndarray]:
+    """This process's rows of global batch `step`, on the host (as the stream reads them)."""
+    return sources.gather(self.source, self.order.step_indices(step))
+
+  def position(self) -> dict:
+    """The input position after the steps fed so far (JSON; for the checkpoint's meta)."""
+    return {"position": self._step, **self._key}
+
   def abstract_args(self) -> tuple:
     """The step's arguments after the state, as ShapeDtypeStructs with their shardings."""
     if self.on_device:
-      arrays, rows = self._source.arrays, self._source.rows_shape
       replicated = self.task.replicated
       return (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                           arrays),
-              jax.ShapeDtypeStruct(rows, np.int32, sharding=replicated))
-    local = self.data.batch(0)
+                           self._feed.arrays),
+              jax.ShapeDtypeStruct(self._feed.rows_shape, np.int32, sharding=replicated))
+    example = self.source[0]
     global_batch, sharding = self.task.config.batch_size, self.task.batch_sharding
-    return ({k: jax.ShapeDtypeStruct((global_batch,) + v.shape[1:], v.dtype, sharding=sharding)
-             for k, v in local.items()},)
+    return ({k: jax.ShapeDtypeStruct((global_batch,) + np.shape(v), np.asarray(v).dtype,
+                                     sharding=sharding) for k, v in example.items()},)
 
   def compile(self) -> float:
     """Compiles the step ahead of the data; returns the seconds it took."""
@@ -58,23 +103,76 @@ class TrainFeed:
   def step(self, state):
     """One train step on the next batch: (state, metrics, seconds spent waiting for input)."""
     t0 = time.perf_counter()
-    args = self._source.next_args()
+    args = self.next_args()
     waited = time.perf_counter() - t0
     with jax.transfer_guard("disallow"):  # every input is already on the devices
       state, metrics = self._compiled(state, *args)
     return state, metrics, waited
 
   def next_args(self) -> tuple:
-    return self._source.next_args()
+    args = self._feed.next_args()
+    self._step += 1
+    return args
 
   def close(self) -> None:
-    self._source.close()
+    self._feed.close()
 
   def __enter__(self) -> "TrainFeed":
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+class _Streamed:
+  """Batches from the stream's workers, made global arrays ahead of the step."""
+
+  def __init__(self, source, task, start_step: int, to_device):
+    data = task.config.data
+    self.batches = stream.train_batches(
+        source, task.layout, task.config.batch_size, task.config.seed, start_step,
+        workers=stream.resolve_workers(data.workers, small=False), prefetch=data.prefetch,
+        split=data.train_split)
+    self._device = pipeline.prefetch(self.batches, to_device, data.prefetch)
+
+  def next_args(self) -> tuple:
+    return (next(self._device),)
+
+  def close(self) -> None:
+    self._device.close()
+    self.batches.close()
+
+
+class _OnDevice:
+  """The split on every device, and each epoch's rows (order.TrainOrder.local_rows): the step
+  gathers its own batch (`pipeline.gather_batch`), exactly the stream's batch for `state.step`.
+
+  The split goes to the devices once and each epoch's row order once per epoch, so nothing is
+  assembled or copied per step: for small datasets that host work, not the step, limits
+  throughput.
+  """
+
+  def __init__(self, source, order: order_lib.TrainOrder, start_step: int, replicated):
+    lo, hi = order.local_range
+    self.order, self.replicated = order, replicated
+    self.arrays = jax.device_put(sources.gather(source, range(lo, hi)), replicated)
+    self._step = start_step
+    self._rows_epoch, self._rows = None, None
+
+  @property
+  def rows_shape(self) -> tuple[int, int]:
+    return (self.order.steps_per_epoch, self.order.local_batch)
+
+  def next_args(self) -> tuple:
+    epoch = self._step // self.order.steps_per_epoch
+    if epoch != self._rows_epoch:
+      self._rows = jax.device_put(self.order.local_rows(epoch), self.replicated)
+      self._rows_epoch = epoch
+    self._step += 1
+    return self.arrays, self._rows
+
+  def close(self) -> None:
+    self.arrays = self._rows = None
 
 
 def _on_device_step(task):

@@ -19,7 +19,7 @@ from lepton_jax.checkpoint.manager import Checkpointer
 from lepton_jax.data import base as data_base, statistics
 from lepton_jax.evaluate import Evaluator
 from lepton_jax.train import preemption
-from lepton_jax.train.feed import TrainFeed
+from lepton_jax.train.feed import TrainFeed, check_position
 from lepton_jax.train.log import TrainLog
 
 
@@ -50,6 +50,7 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
     profiler = stack.enter_context(perf.Profiler(workdir, config.perf.profile_start_step,
                                                  config.perf.profile_num_steps, enabled=primary))
     state, meta = resume.start_state(checkpointer, task, log.print)
+    check_position(task, dataset, meta.get("input"))  # another data order is refused here
     if primary:  # only now: a refused resume must leave every file as it was
       run_record.write(workdir, config, task.run_record(), resuming=bool(meta))
     start = int(jax.device_get(state.step))
@@ -70,7 +71,7 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
       if due.eval:
         last.evaluate(state, step)
       if due.save or stop:
-        save(checkpointer, log, last, step, state, evaluated=due.eval)
+        save(checkpointer, log, last, step, state, evaluated=due.eval, position=feed.position())
       if stop and not due.last:
         checkpointer.wait()
         log.print(f"stopped at step {step}: checkpoint committed; run the same command to continue")
@@ -83,12 +84,15 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
                      trained=start < task.total_steps)
 
 
-def save(checkpointer, log: TrainLog, last: "LastEval", step: int, state, evaluated: bool) -> None:
-  """Starts saving checkpoint `step` with the metrics a resume needs (its last evaluation, the
-  train metrics not logged yet); the eval metrics rank it among the best when it evaluated."""
+def save(checkpointer, log: TrainLog, last: "LastEval", step: int, state, evaluated: bool,
+         position: dict) -> None:
+  """Starts saving checkpoint `step` with what a resume needs (its last evaluation, the train
+  metrics not logged yet, the input position); the eval metrics rank it among the best when it
+  evaluated."""
   t0 = time.perf_counter()
   checkpointer.save(step, state, meta={"metrics": last.metrics,
-                                       "pending_train_metrics": log.pending()},
+                                       "pending_train_metrics": log.pending(),
+                                       "input": position},
                     metrics=last.metrics if evaluated else None)
   log.saved(step, time.perf_counter() - t0)
 
