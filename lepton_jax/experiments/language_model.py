@@ -11,10 +11,14 @@ the loss at position t is the cross-entropy of `targets`[t] (the next byte).
 Training uses config.loss (label smoothing included); evaluation sums the
 plain cross-entropy (no smoothing) and correct predictions over every token
 of the real (unmasked) rows, so `loss` is the exact mean per token over the
-split (in nats), `bits_per_byte` = loss / ln 2 (per token: a byte for
-byte-level data), `perplexity` = exp(loss) and `accuracy` the fraction of
-tokens whose most likely next token is the right one. Metrics of a confusion
-matrix (precision, recall, f1) do not apply.
+split (in nats), `perplexity` = exp(loss) and `accuracy` the fraction of
+tokens whose most likely next token is the right one. `bits_per_byte` is the
+summed loss in bits over the UTF-8 bytes of the text the targets stand for,
+loss_sum / ln 2 / target bytes, when the batches carry `target_bytes` (text
+prepared by text_files, for any tokenizer), so that models with different
+tokenizers compare; without them, loss / ln 2 per token (a byte, for
+byte-level data). Metrics of a confusion matrix (precision, recall, f1) do not
+apply.
 """
 
 import math
@@ -35,7 +39,10 @@ LM_METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy")
 
 @registry.register("metric", "bits_per_byte")
 def bits_per_byte(stats):
-  """Mean loss in bits (loss / ln 2): bits per byte for byte-level language models."""
+  """Summed loss in bits over the target bytes (loss_sum / ln 2 / target_bytes) when the stats
+  have them; else the mean loss in bits per token (a byte, for byte-level models)."""
+  if "target_bytes" in stats:
+    return float(stats["loss_sum"]) / math.log(2.0) / max(float(stats["target_bytes"]), 1.0)
   return metrics.loss(stats) / math.log(2.0)
 
 
@@ -106,12 +113,15 @@ class LanguageModel(Experiment):
     weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (targets.ndim - 1)),
                                targets.shape).astype(jnp.float32)
     correct = (self.predictions(outputs) == targets).astype(jnp.float32)
-    return {
+    stats = {
         "loss_sum": jnp.sum(per_token * weights),
         "correct": jnp.sum(correct * weights),
         "tokens": jnp.sum(weights),
         "count": jnp.sum(mask.astype(jnp.float32)),  # examples: the loop checks it
     }
+    if "target_bytes" in batch:  # the UTF-8 bytes each example's targets stand for
+      stats["target_bytes"] = jnp.sum(batch["target_bytes"].astype(jnp.float32) * mask)
+    return stats
 
   def summarize(self, stats) -> dict[str, float]:
     tokens = max(float(stats["tokens"]), 1.0)
@@ -120,6 +130,9 @@ class LanguageModel(Experiment):
     for name in self.metric_names:
       if name == "accuracy":
         out[name] = float(stats["correct"]) / tokens
+      elif name == "bits_per_byte":
+        out[name] = bits_per_byte({**per_token, **({"target_bytes": stats["target_bytes"]}
+                                                   if "target_bytes" in stats else {})})
       else:
         out[name] = registry.get("metric", name)(per_token)
     return out
