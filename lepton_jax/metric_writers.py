@@ -11,6 +11,7 @@ import math
 import struct
 import sys
 import time
+import types
 
 from etils import epath
 
@@ -59,6 +60,8 @@ class MetricWriter:
 
   def _tb_writer(self, split: str):
     if split not in self._tb_writers:
+      if "://" not in str(self._tb_dir):
+        _tensorboard_without_tensorflow()
       from tensorboard.summary.writer.event_file_writer import EventFileWriter
       self._tb_writers[split] = EventFileWriter(str(self._tb_dir / split))
     return self._tb_writers[split]
@@ -67,6 +70,13 @@ class MetricWriter:
     for writer in self._tb_writers.values():
       writer.close()
     self._tb_writers = {}
+
+
+def _tensorboard_without_tensorflow() -> None:
+  """Makes TensorBoard's writer use its own file layer, not TensorFlow's, which it imports when
+  installed: local files need none, and importing TensorFlow costs seconds, hundreds of MB and
+  start-up lines on stderr. (TensorBoard checks for the module `tensorboard.compat.notf`.)"""
+  sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
 # A rewritten event file is written under this prefix, then renamed over the original. TensorBoard

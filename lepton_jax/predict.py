@@ -217,7 +217,7 @@ def load(workdir, checkpoint="latest", batch_size: int | None = None) -> Predict
   finally:
     checkpointer.close()
   variables = {"params": state.eval_params(), "model_state": state.model_state}
-  dataset = data_base.build(config.data)
+  dataset = data_base.build(config.data, recorded=task.info)  # run.json's record, not the data
   batch_size = batch_size or task.eval_batch_size
   return Predictor(workdir, task, dataset, variables, step, batch_size)
 
