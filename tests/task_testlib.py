@@ -2,6 +2,7 @@
 
 from lepton_jax.data import pipeline
 from lepton_jax.train import loop
+from lepton_jax.train.feed import TrainFeed
 
 
 def build(config, devices=None):
@@ -11,6 +12,5 @@ def build(config, devices=None):
 
 def first_batch(task, dataset) -> dict:
   """Global batch number 0 of the training split, on the task's batch sharding."""
-  data = pipeline.TrainData(dataset, task.config.data.train_split, task.config.batch_size,
-                            task.config.seed, task.layout)
-  return pipeline.make_global(data.batch(0), task.batch_sharding)
+  with TrainFeed(task, dataset, 0) as feed:
+    return pipeline.make_global(feed.host_batch(0), task.batch_sharding)

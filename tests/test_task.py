@@ -10,7 +10,7 @@ import pytest
 
 import checkpoint_testlib as lib
 from lepton_jax import config_lib, main, predict, run_record, task as task_lib, train
-from lepton_jax.data import base as data_base, tfds_source
+from lepton_jax.data import base as data_base, sources
 from lepton_jax.data.info import DatasetInfo
 from lepton_jax.errors import UserError
 
@@ -21,6 +21,7 @@ INFO = DatasetInfo(name="digits", input_key="image", input_shape=(8, 8, 1), inpu
 def test_a_task_needs_no_data_and_writes_nothing(data_dir, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   touched = []
+  monkeypatch.setattr(data_base.Dataset, "source", lambda self, *a, **k: touched.append(a))
   monkeypatch.setattr(data_base.Dataset, "read", lambda self, *a, **k: touched.append(a))
   task = task_lib.build(lib.tiny_config(data_dir), INFO, devices=jax.devices()[:1])
   state = task.init_state(task.init_rng)
@@ -98,13 +99,13 @@ def test_eval_of_an_mnist_run_never_reads_the_train_split(data_dir, tmp_path, mo
   workdir = str(tmp_path / "mnist")
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   reads = []
-  original_read, original_chunks = tfds_source.read_split, tfds_source.chunks
-  monkeypatch.setattr(tfds_source, "read_split",
-                      lambda builder, split, *a, **k: reads.append(split) or original_read(
-                          builder, split, *a, **k))
-  monkeypatch.setattr(tfds_source, "chunks",
-                      lambda builder, split, *a, **k: reads.append(split) or original_chunks(
-                          builder, split, *a, **k))
+  original = sources.RecordSource.__init__
+
+  def recording(self, manifest, split):
+    reads.append(split)
+    original(self, manifest, split)
+
+  monkeypatch.setattr(sources.RecordSource, "__init__", recording)
   metrics = main.main(["--config", os.path.join(lib.REPO, "configs", "mnist_cnn.py"), "--workdir",
                        workdir, "--mode=eval"] + [f"--config.{k}={v}" for k, v in [
                            ("data.data_dir", data_dir), ("eval.split", "test[:256]"),

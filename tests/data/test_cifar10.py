@@ -1,5 +1,5 @@
-"""CIFAR-10: offline from the python-version archive, online through tfds (mocked),
-and the CIFAR-10 configs end to end on mock data."""
+"""CIFAR-10: offline from the python-version archive (records), online as tfds' catalog copy
+read through tfds.data_source (mocked), and the CIFAR-10 configs end to end on mock data."""
 
 import io
 import json
@@ -13,7 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from lepton_jax import config_lib, train
-from lepton_jax.data import cifar10
+from lepton_jax.data import base
+from lepton_jax.data.prepare import cifar10
 from lepton_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,8 +48,8 @@ def write_archive(folder, files, name=cifar10.ARCHIVE):
 
 
 def data_config(tmp_path, manual_dir="", **kwargs):
-  values = dict(name="cifar10", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual_dir),
-                verify_checksums=False, preprocess=("to_float",), augment=(), train_split="train")
+  values = dict(name="cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(manual_dir),
+                verify_checksums=False)
   values.update(kwargs)
   return ml_collections.ConfigDict(values)
 
@@ -59,30 +60,22 @@ def expected_images(files, names):
   return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def test_offline_archive_builds_tfds_cifar10(tmp_path):
+def test_offline_archive_becomes_records_in_the_original_order(tmp_path):
   files = fake_batches()
   manual = tmp_path / "manual"
   manual.mkdir()
   write_archive(str(manual), files)
-  dataset = cifar10.Cifar10(data_config(tmp_path, manual))
+  dataset = base.build(data_config(tmp_path, manual))
   info = dataset.info()
   assert info.split_sizes == {"train": 20, "test": 6}
   assert info.label_names == tuple(LABEL_NAMES)
   assert (info.input_shape, info.num_classes) == ((32, 32, 3), 10)
-  arrays = dataset.read("train")
-  assert set(arrays) == {"image", "label"}  # the string 'id' stays on the host side
-
-  # The same dataset as tfds' own builder: found by plain tfds, same features, ids, order.
-  builder = tfds.builder("cifar10", data_dir=str(tmp_path / "tfds"))
-  assert builder.is_prepared() and str(builder.version) == "3.0.2"
-  assert set(builder.info.features) == {"id", "image", "label"}
   for split, names in (("train", cifar10.TRAIN_FILES), ("test", (cifar10.TEST_FILE,))):
+    arrays = dataset.read(split)
+    assert set(arrays) == {"image", "label"}
     images, labels = expected_images(files, names)
-    for ex in tfds.as_numpy(builder.as_dataset(split=split)):
-      index = int(ex["id"].decode().split("_")[1])
-      assert ex["id"].decode().startswith(split + "_")
-      np.testing.assert_array_equal(ex["image"], images[index])
-      assert ex["label"] == labels[index]
+    np.testing.assert_array_equal(arrays["image"], images)
+    np.testing.assert_array_equal(arrays["label"], labels)
 
 
 def test_offline_extracted_folder(tmp_path):
@@ -91,7 +84,7 @@ def test_offline_extracted_folder(tmp_path):
   folder.mkdir(parents=True)
   for name, obj in files.items():
     (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
-  dataset = cifar10.Cifar10(data_config(tmp_path, tmp_path / "manual"))
+  dataset = base.build(data_config(tmp_path, tmp_path / "manual"))
   assert dataset.info().split_sizes == {"train": 10, "test": 3}
   images, labels = expected_images(files, (cifar10.TEST_FILE,))
   got = dataset.read("test")
@@ -108,7 +101,7 @@ def test_missing_and_corrupt_archives_are_user_errors(tmp_path):
   def error(**kwargs):
     kwargs.setdefault("manual_dir", str(manual))
     with pytest.raises(UserError) as e:
-      cifar10.Cifar10(data_config(tmp_path, **kwargs)).info()
+      base.build(data_config(tmp_path, **kwargs)).info()
     assert "\n" not in str(e.value)
     return str(e.value)
 
@@ -149,15 +142,16 @@ def test_pickles_cannot_run_code(tmp_path):
       return (os.system, ("echo pwned",))
 
   with pytest.raises(UserError, match="corrupt or not a python-version"):
-    cifar10._load_pickle(pickle.dumps({b"data": Evil()}, protocol=2), "evil")
+    cifar10.load_pickle(pickle.dumps({b"data": Evil()}, protocol=2), "evil")
 
 
 # ------------------------------------------------------------------ online (mocked tfds)
 
 
 def write_mock_metadata(data_dir, num_examples):
-  """tfds' cifar10 metadata with `num_examples` per split: what mock_data reads."""
-  builder = tfds.builder("cifar10", data_dir=data_dir)
+  """tfds' cifar10 metadata (ArrayRecord format) with `num_examples` per split: what mock_data
+  reads."""
+  builder = tfds.builder("cifar10", data_dir=data_dir, file_format="array_record")
   builder.info.set_splits(tfds.core.SplitDict([
       tfds.core.SplitInfo(name=s, shard_lengths=[num_examples], num_bytes=0) for s in ("train", "test")]))
   os.makedirs(builder.data_dir, exist_ok=True)
@@ -172,13 +166,14 @@ def mock_cifar10(tmp_path):
     yield data_dir
 
 
-def test_online_path_goes_through_tfds(mock_cifar10, tmp_path):
-  dataset = cifar10.Cifar10(ml_collections.ConfigDict(
-      dict(name="cifar10", data_dir=mock_cifar10, manual_dir="", preprocess=(), augment=())))
-  assert dataset.info().split_sizes == {"train": 64, "test": 64}
-  arrays = dataset.read("train")
-  assert arrays["image"].shape == (64, 32, 32, 3) and arrays["image"].dtype == np.uint8
-  assert set(arrays) == {"image", "label"}
+def test_online_path_and_the_tfds_catalog_read_through_data_sources(mock_cifar10):
+  for config in (dict(name="cifar10", manual_dir=""), dict(name="tfds", tfds_name="cifar10")):
+    dataset = base.build(ml_collections.ConfigDict(dict(data_dir=mock_cifar10, **config)))
+    assert dataset.info().split_sizes == {"train": 64, "test": 64}
+    arrays = dataset.read("train")
+    assert arrays["image"].shape == (64, 32, 32, 3) and arrays["image"].dtype == np.uint8
+    assert set(arrays) == {"image", "label"}  # the string 'id' stays behind
+    assert dataset.read("test[:10]")["label"].shape == (10,)
 
 
 @pytest.mark.parametrize("spec,overrides", [

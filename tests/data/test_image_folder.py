@@ -1,5 +1,5 @@
-"""Image folders (lepton_jax/data/image_folder.py), and configs/imagefolder_cnn.py
-trained on MNIST test digits written as PNG files."""
+"""Image folders as a registered dataset (datasets.ImageFolder over prepare/image_folder.py),
+and configs/imagefolder_cnn.py trained on MNIST test digits written as PNG files."""
 
 import os
 import time
@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from lepton_jax import config_lib, train
-from lepton_jax.data import image_folder, mnist
+from lepton_jax.data import base
+from lepton_jax.data.prepare import image_folder, mnist
 from lepton_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,9 +19,8 @@ MNIST_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "mnist")
 
 
 def data_config(tmp_path, root, **kwargs):
-  values = dict(name="image_folder", data_dir=str(tmp_path / "tfds"), manual_dir=str(root),
-                image_size=(8, 8), channels=3, validation_fraction=0.25, preprocess=("to_float",),
-                augment=(), train_split="train")
+  values = dict(name="image_folder", data_dir=str(tmp_path / "data"), manual_dir=str(root),
+                image_size=(8, 8), channels=3, validation_fraction=0.25)
   values.update(kwargs)
   return ml_collections.ConfigDict(values)
 
@@ -33,53 +33,22 @@ def write_images(root, per_class=6, classes=("cat", "dog"), size=(10, 12), seed=
       Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(root / c / f"{i}.png")
 
 
-def test_folder_becomes_a_resized_dataset_with_a_stable_split(tmp_path, capsys):
-  root = tmp_path / "pets"
-  write_images(root, per_class=12)
-  # Mixed sizes, formats and modes: all converted and resized.
-  Image.new("L", (50, 20), 200).save(root / "cat" / "big_gray.jpg")
-  Image.new("RGBA", (3, 3), (1, 2, 3, 4)).save(root / "dog" / "tiny.PNG")
-  (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
-  (root / "dog" / "notes.txt").write_text("not an image")
-  dataset = image_folder.ImageFolder(data_config(tmp_path, root))
-  info = dataset.info()
-  err = capsys.readouterr().err
-  assert "skipped 1 unreadable image file(s)" in err and "dog/broken.png" in err
-  assert info.label_names == ("cat", "dog") and info.input_shape == (8, 8, 3)
-  total = sum(info.split_sizes.values())
-  assert total == 26  # 24 + 2 odd ones, the broken one skipped
-  expected_val = {rel for rel, _ in image_folder.list_images(str(root)).files
-                  if image_folder.split_of(rel, 0.25) == "validation" and "broken" not in rel}
-  assert info.split_sizes["validation"] == len(expected_val) > 0
-  for split in ("train", "validation"):
-    arrays = dataset.read(split)
-    assert arrays["image"].shape[1:] == (8, 8, 3) and arrays["image"].dtype == np.uint8
-    assert set(np.unique(arrays["label"])) <= {0, 1}
-  # The split of a path never changes: adding files moves nothing else.
-  before = {f"cat/{i}.png": image_folder.split_of(f"cat/{i}.png", 0.25) for i in range(12)}
-  write_images(root, per_class=20, seed=1)
-  assert all(image_folder.split_of(p, 0.25) == s for p, s in before.items())
-  # ... and the changed folder is rebuilt, with a warning.
-  dataset = image_folder.ImageFolder(data_config(tmp_path, root))
-  assert sum(dataset.info().split_sizes.values()) == 42
-  assert "changed since it was prepared" in capsys.readouterr().err
-
-
 def test_settings_and_folders_do_not_collide(tmp_path):
   a, b = tmp_path / "a", tmp_path / "b"
   write_images(a)
   write_images(b)
-  dirs = {str(image_folder.ImageFolder(data_config(tmp_path, root, **kw)).builder().data_dir)
+  dirs = {base.build(data_config(tmp_path, root, **kw)).cache_dir()
           for root in (a, b) for kw in ({}, {"image_size": (4, 4)}, {"channels": 1})}
   assert len(dirs) == 6
-  gray = image_folder.ImageFolder(data_config(tmp_path, a, channels=1))
+  gray = base.build(data_config(tmp_path, a, channels=1))
   assert gray.read("train")["image"].shape[1:] == (8, 8, 1)
+  assert gray.read("validation[:1]")["image"].shape == (1, 8, 8, 1)
 
 
 def test_bad_folders_are_one_line_user_errors(tmp_path):
   def error(root, **kwargs):
     with pytest.raises(UserError) as e:
-      image_folder.ImageFolder(data_config(tmp_path, root, **kwargs)).info()
+      base.build(data_config(tmp_path, root, **kwargs)).info()
     assert "\n" not in str(e.value)
     return str(e.value)
 
@@ -99,13 +68,14 @@ def test_bad_folders_are_one_line_user_errors(tmp_path):
     (corrupt / c).mkdir(parents=True)
     for i in range(4):
       (corrupt / c / f"{i}.jpg").write_bytes(b"garbage")
-  assert "could be decoded" in error(corrupt)
+  assert "could be read" in error(corrupt)
   ok = tmp_path / "ok"
   write_images(ok)
   assert "image_size" in error(ok, image_size=(8,))
   assert "channels" in error(ok, channels=4)
   assert "validation_fraction" in error(ok, validation_fraction=0.0)
   assert "validation split would be empty" in error(ok, validation_fraction=1e-9)
+  assert "jpeg_quality" in error(ok, jpeg_quality=101)
   assert "needs data.manual_dir" in error("")
 
 
@@ -128,12 +98,12 @@ def test_imagefolder_cnn_learns_mnist_pngs(mnist_png_folder, tmp_path, capsys):
   start = time.perf_counter()
   config = config_lib.load(os.path.join(REPO, "configs", "imagefolder_cnn.py") + ":" + str(mnist_png_folder))
   config_lib.apply_overrides(config, [
-      ("data.data_dir", str(tmp_path / "tfds")), ("data.image_size", "28,28"), ("data.channels", "1"),
+      ("data.data_dir", str(tmp_path / "data")), ("data.image_size", "28,28"), ("data.channels", "1"),
       ("num_epochs", "6"), ("batch_size", "64"), ("eval_every_steps", "1000"),
       ("checkpoint_every_steps", "1000")])
   result = train.train_and_evaluate(config, str(tmp_path / "workdir"))
   seconds = time.perf_counter() - start
   with capsys.disabled():
     print(f"\nimagefolder_cnn on 3,000 MNIST PNGs: validation accuracy {result['accuracy']:.4f} "
-          f"after {result['step']} steps, {seconds:.0f}s including the tfds build")
+          f"after {result['step']} steps, {seconds:.0f}s including the preparation")
   assert result["accuracy"] >= 0.95

@@ -1,80 +1,72 @@
-"""Local formats are prepared and streamed with TensorFlow (and tensorflow-datasets) absent."""
+"""Training needs no TensorFlow: with `import tensorflow` failing (as where it is not
+installed), the real entry point prepares and trains on an image folder, text files, the MNIST
+IDX files and digits, streamed by worker processes, and says so quietly: one line per dataset
+naming what it prepares and where, a progress line, nothing from absl, tfds or TensorFlow."""
 
 import os
-
-from lepton_jax.data.prepare.mnist import read_idx
+import re
+import subprocess
+import sys
 
 import records_testlib as lib
 
-# Every interpreter of the run (the test's and Grain's spawned workers) starts with TensorFlow
-# made unimportable, as on a machine without it. lepton_jax/data/__init__.py still imports the
-# tfds-based datasets until they switch to records, so the package is entered without it.
-SITECUSTOMIZE = f"""
-import sys, types
-sys.modules["tensorflow"] = None
-_data = types.ModuleType("lepton_jax.data")
-_data.__path__ = [{os.path.join(lib.REPO, "lepton_jax", "data")!r}]
-sys.modules["lepton_jax.data"] = _data
-"""
+# Every interpreter of the run (the test's and the input workers it spawns) starts with
+# TensorFlow unimportable.
+SITECUSTOMIZE = "import sys\nsys.modules['tensorflow'] = None\n"
 
 SCRIPT = """
 import sys
-import numpy as np
-import ml_collections
-from lepton_jax.data import pipeline, sources, stream
-from lepton_jax.data.prepare import core, formats
-
-data_dir = sys.argv[1]
-configs = {{
-    "image_folder": dict(manual_dir=sys.argv[2], image_size=(8, 8), validation_fraction=0.25),
-    "text_files": dict(files=sys.argv[3], seq_len=8, validation_fraction=0.2),
-    "digits": {{}},
-}}
-if {mnist!r}:
-  configs["mnist"] = dict(manual_dir={mnist!r})
-layout = pipeline.ShardLayout.create(0, 0, 1)
-for name, settings in configs.items():
-  config = ml_collections.ConfigDict(dict(name=name, **settings))
-  manifest = core.ensure(formats.preparer_for(config), data_dir, verbose=False)
-  source = sources.RecordSource(manifest, "train")
-  with stream.train_batches(source, layout, 4, seed=0) as batches:
-    batch = next(batches)
-  print(name, len(source), sorted(batch), flush=True)
-  if name == "mnist":
-    example = sources.RecordSource(manifest, "test")[4321]
-    print("mnist test 4321:", int(example["image"].astype(np.int64).sum()), int(example["label"]))
-# A spawned worker needs no TensorFlow either; an evaluation that ends right before the process
-# does leaves no shared memory behind.
-config = ml_collections.ConfigDict(dict(name="image_folder", **configs["image_folder"]))
-source = sources.RecordSource(core.ensure(formats.preparer_for(config), data_dir), "validation")
-for batch in stream.eval_batches(source, layout, 2, workers=1):
-  pass
-print("worker batch", sorted(batch), flush=True)
+from lepton_jax import main
+data_dir, images, text, mnist = sys.argv[1:]
+common = ["--config.data.data_dir=" + data_dir, "--config.num_train_steps=4",
+          "--config.log_every_steps=2", "--config.eval_every_steps=4",
+          "--config.checkpoint_every_steps=4", "--config.optimizer.warmup_steps=1"]
+runs = {
+    "image_folder": ["configs/imagefolder_cnn.py:" + images, "--config.data.image_size=8,8",
+                     "--config.batch_size=4", "--config.data.validation_fraction=0.25",
+                     "--config.data.on_device_max_mb=0", "--config.data.workers=1"],
+    "text_files": ["configs/lm_transformer.py:" + text, "--config.data.seq_len=8",
+                   "--config.model.max_len=8", "--config.model.width=16", "--config.model.depth=1",
+                   "--config.batch_size=4", "--config.data.validation_fraction=0.2"],
+    "digits": ["configs/quickstart.py", "--config.model.conv_features=(4,)",
+               "--config.model.pool=(True,)", "--config.model.hidden_sizes=(8,)"],
+}
+if mnist:
+  runs["mnist"] = ["configs/mnist_cnn.py", "--config.data.manual_dir=" + mnist,
+                   "--config.model.conv_features=(4,)", "--config.model.hidden_sizes=(8,)"]
+for name, args in runs.items():
+  print("run", name, flush=True)
+  config, rest = args[0], args[1:]
+  code = main.main(["--config", config, "--workdir", data_dir + "/../work_" + name] + common + rest)
+  print("trained", name, code, flush=True)
 assert sys.modules["tensorflow"] is None
 assert "tensorflow_datasets" not in sys.modules
 print("ok")
 """
 
 
-def test_prepare_and_stream_every_local_format_without_tensorflow(tmp_path):
+def test_training_on_every_local_format_needs_no_tensorflow_and_is_quiet(tmp_path):
   (tmp_path / "site").mkdir()
   (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
   lib.write_images(tmp_path / "images", per_class=8, size=(8, 8))
   (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 20)
   mnist = lib.MNIST_DIR if os.path.isdir(lib.MNIST_DIR) else ""
-  argv = [str(tmp_path / "data"), str(tmp_path / "images"), str(tmp_path / "a.txt")]
-  result = lib.run_python(
-      f"import sys; sys.argv = ['-', *{argv!r}]\n" + SCRIPT.format(mnist=mnist),
-      env_extra={"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), lib.REPO])})
-  lines = result.stdout.splitlines()
-  assert lines[-1] == "ok", result.stdout + result.stderr
-  assert any(line.startswith("image_folder ") and "'image'" in line for line in lines)
-  assert any(line.startswith("text_files ") and "'target_bytes'" in line for line in lines)
-  if mnist:  # the IDX files' example, read back through records
-    images = read_idx(os.path.join(mnist, "t10k-images-idx3-ubyte.gz"), (10000, 28, 28), None)
-    labels = read_idx(os.path.join(mnist, "t10k-labels-idx1-ubyte.gz"), (10000,), None)
-    assert "mnist 60000" in result.stdout
-    assert f"mnist test 4321: {int(images[4321].astype(int).sum())} {labels[4321]}" in result.stdout
-  assert "worker batch ['image', 'label', 'mask']" in result.stdout
-  assert "tensorflow" not in result.stderr.lower()
-  assert "leaked" not in result.stderr, result.stderr  # Python's resource tracker at exit
+  argv = [str(tmp_path / "data"), str(tmp_path / "images"), str(tmp_path / "a.txt"), mnist]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), lib.REPO]))
+  env.pop("JAX_NUM_CPU_DEVICES", None)
+  result = subprocess.run([sys.executable, "-c", SCRIPT, *argv], env=env, capture_output=True,
+                          text=True, timeout=540, cwd=lib.REPO)
+  out = result.stdout + result.stderr
+  assert result.stdout.splitlines()[-1:] == ["ok"], out[-5000:]
+  names = ["image_folder", "text_files", "digits"] + (["mnist"] if mnist else [])
+  for name in names:
+    assert f"trained {name} 0" in result.stdout
+  # Quiet: one line per preparation naming what and where; no absl, tfds or TensorFlow noise.
+  preparing = [line for line in result.stderr.splitlines() if line.startswith("preparing ")]
+  assert len(preparing) == len(names), result.stderr
+  assert all(f" into {tmp_path / 'data'}" in line for line in preparing)
+  assert "\x1b[" not in out  # no terminal control codes in a log
+  for noise in ("absl", "Downloading and preparing", "tensorflow", "oneDNN", "WARNING",
+                "leaked"):
+    assert noise.lower() not in result.stderr.lower(), (noise, result.stderr)
+  assert re.search(r"files/s, ETA|examples/s, ETA|windows/s, ETA", result.stderr)

@@ -1,43 +1,51 @@
-"""The data order (lepton_jax/data/order.py): the same batches as today's in-memory pipeline,
-disjoint shards per process, and evaluation that sees every example once."""
+"""The data order (lepton_jax/data/order.py): the documented batches, disjoint shards per
+process, and evaluation that sees every example once."""
 
-import ml_collections
 import numpy as np
 import pytest
 
-from lepton_jax.data import base, order, pipeline
-from lepton_jax.data.info import DatasetInfo
+from lepton_jax.data import order
 from lepton_jax.errors import UserError
 
 
-class ArrayDataset(base.Dataset):
-  """Example i is the number i: what the in-memory pipeline reads of each shard."""
-
-  def __init__(self, n):
-    super().__init__(ml_collections.ConfigDict())
-    self.n = n
-
-  def info(self):
-    return DatasetInfo("fake", "x", (), np.int32, 2, {"train": self.n})
-
-  def read(self, split, shard_index=0, num_shards=1):
-    lo, hi = order.shard_bounds(self.n, num_shards)[shard_index]
-    return {"x": np.arange(lo, hi)}
+def reference_batch(n, num_shards, local_shards, batch, seed, step):
+  """The documented order, written out: every local shard gives batch / num_shards rows of its
+  permutation for the epoch, seeded by (seed, shard, epoch); what lepton_jax has always fed."""
+  bounds = order.shard_bounds(n, num_shards)
+  rows = batch // num_shards
+  steps = min(hi - lo for lo, hi in bounds) // rows
+  epoch, position = divmod(step, steps)
+  parts = []
+  for shard in local_shards:
+    lo, hi = bounds[shard]
+    perm = np.random.default_rng([seed, shard, epoch]).permutation(hi - lo)
+    parts.append(lo + perm[position * rows:(position + 1) * rows])
+  return np.concatenate(parts)
 
 
 def layout(num_shards, process_index=0, process_count=1):
-  return pipeline.ShardLayout.create(num_shards, process_index, process_count)
+  return order.ShardLayout.create(num_shards, process_index, process_count)
 
 
 @pytest.mark.parametrize("n,shards,batch", [(103, 1, 10), (97, 2, 8), (50, 5, 5)])
-def test_train_order_is_todays_pipeline_order(n, shards, batch):
-  old = pipeline.TrainData(ArrayDataset(n), "train", batch, 7, layout(shards))
+def test_train_order_is_the_documented_order(n, shards, batch):
   new = order.TrainOrder.create(n, layout(shards), batch, seed=7)
-  assert new.steps_per_epoch == old.steps_per_epoch
+  assert new.steps_per_epoch == min(hi - lo for lo, hi in order.shard_bounds(n, shards)) // (
+      batch // shards)
   for step in range(2 * new.steps_per_epoch + 3):  # across epoch boundaries
-    np.testing.assert_array_equal(new.step_indices(step), old.batch(step)["x"])
-  for epoch in range(2):
-    np.testing.assert_array_equal(new.local_rows(epoch), old.epoch_rows(epoch))
+    want = reference_batch(n, shards, range(shards), batch, 7, step)
+    np.testing.assert_array_equal(new.step_indices(step), want)
+    epoch, position = divmod(step, new.steps_per_epoch)
+    np.testing.assert_array_equal(new.local_rows(epoch)[position], want)
+
+
+def test_shards_are_near_equal_and_contiguous():
+  for n, shards in ((10, 3), (7, 7), (3, 4)):
+    bounds = order.shard_bounds(n, shards)
+    sizes = [hi - lo for lo, hi in bounds]
+    assert sizes == [len(a) for a in np.array_split(np.arange(n), shards)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
 
 
 def test_processes_read_disjoint_shards_that_cover_the_split():
@@ -79,3 +87,5 @@ def test_bad_batch_sizes_are_user_errors():
     order.TrainOrder.create(10, layout(1), 64, 0)
   with pytest.raises(UserError, match="eval batch size=6 is not divisible"):
     order.EvalOrder.create(10, layout(4), 6)
+  with pytest.raises(UserError, match="not a multiple of the 2 processes"):
+    order.ShardLayout.create(3, 0, 2)

@@ -1,5 +1,5 @@
-"""Text files, MNIST IDX files, the CIFAR-10 archive, scikit-learn's sets and the tfds catalog,
-prepared into records (or read through tfds.data_source) and read back."""
+"""MNIST IDX files, the CIFAR-10 archive, scikit-learn's sets and the tfds catalog, prepared
+into records (or read through tfds.data_source) and read back."""
 
 import io
 import os
@@ -10,62 +10,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lepton_jax.data import sources
-from lepton_jax.data.prepare import cifar10, core, formats, mnist, sklearn_sets, text_files
+from lepton_jax.data import base, sources
+from lepton_jax.data.prepare import cifar10, core, mnist, sklearn_sets
 from lepton_jax.errors import UserError
-
-import records_testlib as lib
 
 
 def read_all(manifest, split):
   source = sources.RecordSource(manifest, split)
   return sources.gather(source, range(len(source)))
-
-
-def test_byte_windows_are_todays_windows(tmp_path):
-  text = bytes(range(256)) * 3 + "héllo wörld\n".encode() * 40
-  (tmp_path / "a.txt").write_bytes(text[:500])
-  (tmp_path / "b.txt").write_bytes(text[500:])
-  config = ml_collections.ConfigDict({"name": "text_files", "files": str(tmp_path / "*.txt"),
-                                      "seq_len": 16, "stride": 0, "validation_fraction": 0.1})
-  manifest = core.ensure(formats.preparer_for(config), str(tmp_path / "data"), verbose=False)
-  info = manifest.dataset_info()
-  assert (info.input_key, info.label_key, info.input_shape, info.num_classes) == (
-      "tokens", "targets", (16,), 256)
-  cut = int(round(len(text) * 0.9))
-  for split, part in (("train", text[:cut]), ("validation", text[cut:])):
-    got = read_all(manifest, split)
-    windows = text_files.windows(np.frombuffer(part, np.uint8), 17, 16)
-    np.testing.assert_array_equal(got["tokens"], windows[:, :-1])
-    np.testing.assert_array_equal(got["targets"], windows[:, 1:])
-    assert got["tokens"].dtype == np.int32 and (got["target_bytes"] == 16).all()
-
-
-def test_tokenized_windows_count_the_bytes_their_targets_decode_to(tmp_path):
-  alphabet = "abcdé ö\n"
-  tokenizer = lib.WordTokenizer(alphabet)
-  text = "".join(np.random.default_rng(0).choice(list(alphabet), 3000))
-  (tmp_path / "t.txt").write_text(text, encoding="utf-8")
-  preparer = text_files.TextFiles([str(tmp_path / "t.txt")], seq_len=32, stride=32,
-                                  validation_fraction=0.2, tokenizer=tokenizer)
-  manifest = core.ensure(preparer, str(tmp_path / "data"), verbose=False)
-  info = manifest.dataset_info()
-  assert info.num_classes == len(alphabet) and "tok" in os.path.basename(manifest.directory)
-  got = read_all(manifest, "train")
-  ids = np.array(tokenizer.encode(text))
-  cut = int(round(len(ids) * 0.8))
-  np.testing.assert_array_equal(got["tokens"][3], ids[3 * 32:4 * 32])
-  decoded = [tokenizer.decode(t) for t in got["targets"]]
-  np.testing.assert_array_equal(got["target_bytes"], [len(d.encode()) for d in decoded])
-  assert (got["target_bytes"] > 32).any()  # é and ö take two bytes
-  # Non-overlapping windows: the targets' bytes add up to the text they cover.
-  covered = ids[1:1 + 32 * len(got["targets"])]
-  assert got["target_bytes"].sum() == len(tokenizer.decode(covered).encode())
-  assert len(ids[:cut]) // 32 >= len(got["targets"]) > 0
-  # Another tokenizer is another dataset.
-  other = text_files.TextFiles([str(tmp_path / "t.txt")], seq_len=32, validation_fraction=0.2,
-                               tokenizer=lib.WordTokenizer(alphabet[::-1]))
-  assert other.slug() != preparer.slug()
 
 
 def test_mnist_checks_its_files(tmp_path):
@@ -121,7 +73,7 @@ def test_cifar10_from_the_python_archive(tmp_path):
   files = fake_cifar(tmp_path)
   config = ml_collections.ConfigDict({"name": "cifar10", "manual_dir": str(tmp_path),
                                       "verify_checksums": False})
-  manifest = core.ensure(formats.preparer_for(config), str(tmp_path / "data"), verbose=False)
+  manifest = core.ensure(base.build(config).preparer(), str(tmp_path / "data"), verbose=False)
   info = manifest.dataset_info()
   assert info.split_sizes == {"train": 15, "test": 5} and info.label_names[3] == "c3"
   got = read_all(manifest, "train")
@@ -133,12 +85,12 @@ def test_cifar10_from_the_python_archive(tmp_path):
 
 def test_a_tfds_catalog_dataset_is_read_through_its_data_source():
   import tensorflow_datasets as tfds
-  from lepton_jax.data import pipeline, stream
+  from lepton_jax.data import order, stream
   with tfds.testing.mock_data(num_examples=12):
     source = sources.TfdsSource("mnist", "train")
     assert len(source) == 12
     example = source[3]
     assert example["image"].shape == (28, 28, 1) and example["label"].dtype == np.int32
-    layout = pipeline.ShardLayout.create(0, 0, 1)
+    layout = order.ShardLayout.create(0, 0, 1)
     seen = [int(x) for b in stream.eval_batches(source, layout, 5) for x in b["label"][b["mask"]]]
     assert seen == [int(source[i]["label"]) for i in range(12)]

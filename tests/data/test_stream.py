@@ -14,7 +14,7 @@ from lepton_jax.errors import UserError
 
 
 def layout(num_shards=0, process_index=0, process_count=1):
-  return pipeline.ShardLayout.create(num_shards, process_index, process_count)
+  return order.ShardLayout.create(num_shards, process_index, process_count)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,15 @@
 """Synthetic data (lepton_jax/data/synthetic.py): any shape, deterministic by index."""
 
+import os
+
 import ml_collections
 import numpy as np
 import pytest
 
-from lepton_jax.data import pipeline, stream, synthetic
+from lepton_jax.data import order, stream, synthetic
 from lepton_jax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def config(**kwargs):
@@ -25,12 +29,12 @@ def test_images_follow_the_config_and_are_a_function_of_the_index():
   assert not np.array_equal(a[3]["image"], synthetic.SyntheticSource(c, "test", seed=1)[3]["image"])
   labels = [int(a[i]["label"]) for i in range(40)]
   assert 0 <= min(labels) and max(labels) < 7
-  batch = next(stream.train_batches(a, pipeline.ShardLayout.create(0, 0, 1), 8, seed=0))
+  batch = next(stream.train_batches(a, order.ShardLayout.create(0, 0, 1), 8, seed=0))
   assert batch["image"].shape == (8, 6, 5, 3) and batch["label"].dtype == np.int32
 
 
 def test_tokens_and_float_features():
-  tokens = synthetic.SyntheticSource(config(seq_len=12, num_classes=50), "train")[0]
+  tokens = synthetic.SyntheticSource(config(seq_len=12, vocab_size=50), "train")[0]
   assert tokens["tokens"].shape == (12,) and tokens["tokens"].max() < 50
   np.testing.assert_array_equal(tokens["tokens"][1:], tokens["targets"][:-1])
   features = synthetic.SyntheticSource(config(input_shape=(30,), input_dtype="float32"), "test")[2]
@@ -42,3 +46,18 @@ def test_bad_settings_are_user_errors():
     synthetic.info(config(input_dtype="uint9"))
   with pytest.raises(UserError, match="has no split 'dev'"):
     synthetic.SyntheticSource(config(), "dev")
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn.py", "lm_transformer.py"])
+def test_bench_runs_any_config_on_synthetic_data(name, capsys):
+  from lepton_jax import bench
+  argv = ["--config", os.path.join(REPO, "configs", name), "--config.data.name=synthetic",
+          "--steps", "2", "--repeats", "1", "--rounds", "1", "--config.batch_size=8"]
+  if name.startswith("lm_"):  # the whole loop too: eval of synthetic windows, bits per byte
+    argv += ["--config.model.width=16", "--config.model.depth=1", "--config.data.seq_len=16",
+             "--config.model.max_len=16", "--config.eval.batch_size=1024"]
+  else:
+    argv += ["--only", "step", "--only", "input"]
+  assert bench.main(argv) == 0
+  out = capsys.readouterr().out
+  assert " on synthetic, global batch 8" in out and "examples/s" in out

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from lepton_jax import config_lib, registry
+from lepton_jax.data import base
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = ("cifar10_cnn.py", "cifar10_cnn.py:sgd", "cifar10_resnet.py", "cifar10_resnet.py:18",
@@ -21,6 +22,7 @@ def test_config_loads_and_names_registered_things(spec):
     registry.get(kind, name)
   for metric in config.metrics:
     registry.get("metric", metric)
+  base.build(config.data)  # its data keys are the dataset's (building reads no data)
   path = os.path.join(REPO, "configs", spec.partition(":")[0])
   with open(path, encoding="utf-8") as f:
     source = f.read()

@@ -7,14 +7,14 @@ import pytest
 
 from lepton_jax import config_lib, registry, train
 from lepton_jax.config_defaults import base_config
-from lepton_jax.data import base, tfds_source
+from lepton_jax.data import base
 from lepton_jax.data.info import DatasetInfo
 
 import task_testlib
 
 
 class _Synthetic(base.Dataset):
-  """Random arrays shaped like a real dataset; shards as tfds even_splits would."""
+  """Random arrays shaped like a real dataset."""
 
   input_key, shape, dtype, label_key, classes = "image", (16, 16, 3), np.uint8, "label", 4
 
@@ -22,9 +22,9 @@ class _Synthetic(base.Dataset):
     return DatasetInfo("synthetic", self.input_key, self.shape, self.dtype, self.classes,
                                    {"train": 64, "test": 16}, label_key=self.label_key)
 
-  def read(self, split, shard_index=0, num_shards=1):
-    n = tfds_source.shard_sizes(self.info().split_size(split), num_shards)[shard_index]
-    rng = np.random.default_rng([shard_index, len(split)])
+  def read(self, split):
+    n = self.info().split_size(split)
+    rng = np.random.default_rng(len(split))
     if self.dtype == np.uint8:
       x = rng.integers(0, 256, (n,) + self.shape).astype(np.uint8)
     else:
