@@ -27,7 +27,7 @@ from etils import epath
 from lepton_jax import run_record, task as task_lib
 from lepton_jax.checkpoint import select
 from lepton_jax.checkpoint.manager import Checkpointer
-from lepton_jax.data import base as data_base, pipeline, sources, stream
+from lepton_jax.data import base as data_base, pipeline, stream
 
 
 # ---------------------------------------------------------------- evaluation
@@ -50,7 +50,9 @@ class Evaluator:
     """This process's padded eval batches of `split` (host arrays)."""
     task, data = self.task, self.task.config.data
     source = self.dataset.split_source(split)
-    small = sources.nbytes(source) <= data.on_device_max_mb * 2**20
+    info = task.info  # the inputs' size tells whether worker processes would pay off
+    size = len(source) * int(np.prod(info.input_shape)) * np.dtype(info.input_dtype).itemsize
+    small = size <= data.on_device_max_mb * 2**20
     return stream.eval_batches(source, task.layout, task.eval_batch_size,
                                workers=stream.resolve_workers(data.workers, small),
                                prefetch=data.prefetch)

@@ -75,7 +75,7 @@ def test_unwritable_workdir(capsys, tmp_path, data_dir):
 
 def test_missing_dataset_dir(capsys, tmp_path):
   code, _, err = run_cli(["--config", MNIST, "--workdir", str(tmp_path / "w"),
-                          f"--config.data.data_dir={tmp_path / 'tfds'}",
+                          f"--config.data.data_dir={tmp_path / 'data'}",
                           f"--config.data.manual_dir={tmp_path / 'no_such_dir'}"], capsys)
   assert_one_line_error(code, err, "is not a directory")
 
@@ -102,13 +102,13 @@ def test_malformed_mnist_dir(problem, fragments, capsys, tmp_path):
   if problem == "not_idx":
     (manual / "train-images-idx3-ubyte.gz").write_bytes(b"garbage that is not gzip")
   code, _, err = run_cli(["--config", MNIST, "--workdir", str(tmp_path / "w"),
-                          f"--config.data.data_dir={tmp_path / 'tfds'}",
+                          f"--config.data.data_dir={tmp_path / 'data'}",
                           f"--config.data.manual_dir={manual}"], capsys)
   assert_one_line_error(code, err, *fragments)
 
 
 def test_wrong_idx_shape_is_named():
-  from lepton_jax.data import mnist
+  from lepton_jax.data.prepare import mnist
   from lepton_jax.errors import UserError
   import tempfile
   with tempfile.TemporaryDirectory() as d:

@@ -1,4 +1,5 @@
-"""Two processes x 4 CPU devices (jax.distributed over localhost, gloo collectives)."""
+"""Two processes x 4 CPU devices (jax.distributed over localhost, gloo collectives): the losses
+of one process with 8 devices, each process reading a disjoint shard of the data."""
 
 import os
 import socket
@@ -10,11 +11,16 @@ import jax
 import numpy as np
 
 from lepton_jax import config_lib, metric_writers, train
+from lepton_jax.data import order
+
+import logged_digits
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = ["--config.model.conv_features=(8,)", "--config.model.pool=(True,)",
          "--config.model.hidden_sizes=(32,)", "--config.optimizer.warmup_steps=2",
-         "--config.data.num_shards=2"]
+         "--config.data.num_shards=2", "--config.imports=('logged_digits',)",
+         "--config.data.name=logged_digits"]
 TIMEOUT = 300  # every process gets one: a dead peer must never hang the suite
 
 
@@ -24,10 +30,16 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, data_dir, steps, port):
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", PYTHONUNBUFFERED="1")
+def launch(workdir, data_dir, steps, port, read_log=""):
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", PYTHONUNBUFFERED="1",
+             PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+  env[logged_digits.LOG_DIR] = read_log or os.path.join(os.path.dirname(workdir), "reads")
+  os.makedirs(env[logged_digits.LOG_DIR], exist_ok=True)
+  # main, with the logging dataset registered first (config.imports takes effect when a config
+  # file is loaded, before the command line's overrides).
+  main = "import sys, logged_digits; from lepton_jax import main; main.run(sys.argv[1:])"
   return [subprocess.Popen(
-      [sys.executable, "-m", "lepton_jax.main", "--config", os.path.join(REPO, "configs", "quickstart.py"),
+      [sys.executable, "-c", main, "--config", os.path.join(REPO, "configs", "quickstart.py"),
        "--workdir", workdir, f"--config.data.data_dir={data_dir}", f"--config.num_train_steps={steps}",
        "--config.log_every_steps=1", f"--config.eval_every_steps={steps}", *SMALL,
        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
@@ -35,7 +47,9 @@ def launch(workdir, data_dir, steps, port):
       for i in range(2)]
 
 
-def test_two_processes_log_the_losses_of_one_process_with_8_devices(data_dir, tmp_path):
+def test_two_processes_log_the_losses_of_one_process_with_8_devices_from_disjoint_shards(
+    data_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv(logged_digits.LOG_DIR, str(tmp_path))
   config = config_lib.load(os.path.join(REPO, "configs", "quickstart.py"))
   config_lib.apply_overrides(config, [("data.data_dir", data_dir), ("num_train_steps", "20"),
                                       ("log_every_steps", "1"), ("eval_every_steps", "20")] +
@@ -43,7 +57,9 @@ def test_two_processes_log_the_losses_of_one_process_with_8_devices(data_dir, tm
   train.train_and_evaluate(config, str(tmp_path / "single"), devices=jax.devices())
   single = [r["loss"] for r in metric_writers.read_metrics(str(tmp_path / "single")) if r["split"] == "train"]
 
-  procs = launch(str(tmp_path / "multi"), data_dir, 20, free_port())
+  read_log = tmp_path / "reads"
+  read_log.mkdir()
+  procs = launch(str(tmp_path / "multi"), data_dir, 20, free_port(), str(read_log))
   outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
   multi = [r["loss"] for r in metric_writers.read_metrics(str(tmp_path / "multi")) if r["split"] == "train"]
@@ -51,16 +67,15 @@ def test_two_processes_log_the_losses_of_one_process_with_8_devices(data_dir, tm
   np.testing.assert_allclose(multi, single, rtol=1e-5)
   assert "step 20/20" in outputs[0] and "step 20/20" not in outputs[1]  # only process 0 prints
 
-
-def test_processes_read_disjoint_halves(data_dir):
-  import ml_collections
-  from lepton_jax.data import pipeline, sklearn_datasets
-  dataset = sklearn_datasets.Digits(ml_collections.ConfigDict({"data_dir": data_dir}))
-  halves = [pipeline.TrainData(dataset, "train", 64, 0, pipeline.ShardLayout.create(2, p, 2))
-            for p in range(2)]
-  images = [{tuple(x.ravel()) for x in h.shards[s]["image"]} for h in halves for s in h.shards]
-  assert len(images) == 2 and not images[0] & images[1]
-  assert sum(len(h.shards[s]["label"]) for h in halves for s in h.shards) == 1437
+  # Each process read its own contiguous half of the train split: 20 steps of 32 rows each,
+  # more than an epoch (17 steps), so every example but a shard's remainder.
+  read = [set(logged_digits.reads(read_log, "train", p)) for p in range(2)]
+  for p, (lo, hi) in enumerate(order.shard_bounds(1150, 2)):
+    assert read[p] <= set(range(lo, hi)) and len(set(range(lo, hi)) - read[p]) < 32
+  # Evaluation read every test example exactly once, half on each process.
+  test = [logged_digits.reads(read_log, "test", p) for p in range(2)]
+  assert not set(test[0]) & set(test[1]) and len(test[0]) == len(test[1]) == 180
+  assert sorted(test[0] + test[1]) == list(range(360))
 
 
 def test_a_killed_peer_ends_the_other_process_quickly(data_dir, tmp_path):

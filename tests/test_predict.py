@@ -160,9 +160,9 @@ def test_binary_threshold_and_host_transform(data_dir, tmp_path):
   assert p.binary and p.has_host_transform
   from lepton_jax import registry
   raw = registry.get("dataset", "breast_cancer")(config.data)
-  test = raw.read("test")  # already standardized by the dataset's host_transform
-  from lepton_jax.data import tfds_source
-  raw_features = tfds_source.read_split(raw.builder(), "test")["features"][:20]  # not standardized
+  test = raw.read("test")  # standardized when read, with the training split's statistics
+  from lepton_jax.data.prepare import sklearn_sets
+  raw_features = sklearn_sets.BreastCancer().arrays()["test"]["features"][:20]  # not standardized
   probs = p.predict(raw_features)
   logits, _ = p.model.apply(p.variables["params"], p.variables["model_state"],
                             jnp.asarray(test["features"][:20]), train=False)
@@ -285,7 +285,7 @@ def _cli(module, *args, timeout=600):
 
 @pytest.fixture(scope="session")
 def mnist_data_dir():
-  """A tfds data dir kept between sessions: preparing MNIST from the IDX files takes minutes
+  """A data dir kept between sessions, so that MNIST is prepared from the IDX files once
   (LEPTON_TEST_MNIST_DATA_DIR overrides the place)."""
   import tempfile
   return os.environ.get("LEPTON_TEST_MNIST_DATA_DIR") or os.path.join(
@@ -308,7 +308,7 @@ def test_mnist_png_predictions_agree_with_eval(mnist_data_dir, tmp_path):
   eval_correct = int(round(record["metrics"]["accuracy"] * 1000))
   assert eval_correct == int(np.trace(np.asarray(record["confusion"])))
 
-  # The same 1,000 images, in tfds order, as PNG files.
+  # The same 1,000 images, in the files' order, as PNG files.
   config = _config("mnist_cnn.py", [("data.manual_dir", MNIST_DIR), ("data.data_dir", data_dir)])
   from lepton_jax import registry
   arrays = registry.get("dataset", "mnist")(config.data).read("test[:1000]")

@@ -127,13 +127,13 @@ def _narrow(array: np.ndarray) -> np.ndarray:
   return array
 
 
-def nbytes(source, count: int | None = None) -> int:
-  """The decoded size of `count` examples (default: all) of `source`, from its first one
-  (examples of a source have one shape)."""
+def nbytes(source, count: int | None = None, example: int = 0) -> int:
+  """The decoded size of `count` examples (default: all) of `source`, from example number
+  `example` (examples of a source have one shape; a process reads one of its own)."""
   count = len(source) if count is None else count
   if not count:
     return 0
-  return count * sum(np.asarray(v).nbytes for v in source[0].values())
+  return count * sum(np.asarray(v).nbytes for v in source[example].values())
 
 
 def gather(source, indices) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ process count, and fits in a line of JSON.
 
 import dataclasses
 import os
+import signal
 from typing import Callable
 
 import numpy as np
@@ -128,12 +129,30 @@ class _EvalReader:
     examples = _read(self.source, indices[mask])
     if self.transform is not None:
       examples = [self.transform(e) for e in examples]
-    template = examples[0] if examples else self._example(0)
+    # A batch without real rows (this process's shards have run out) is padding shaped like
+    # the first example of its own shards (of the split, if those are empty).
+    own = self.order.batch_indices(0)
+    template = examples[0] if examples else self._example(
+        int(own[own != order_lib.PAD][0]) if (own != order_lib.PAD).any() else 0)
     pad = {k: np.zeros_like(v) for k, v in template.items()}
     real = iter(examples)
     batch = _stack([next(real) if m else pad for m in mask])
     batch["mask"] = mask
     return batch
+
+
+def die_with_parent(worker_index: int = 0, worker_count: int = 0) -> None:
+  """Run in each worker process as it starts: on Linux the kernel kills it when the process
+  that started it ends, even by SIGKILL (a killed run must not leave its workers behind)."""
+  del worker_index, worker_count
+  try:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):  # not Linux: the workers end when their pipes close
+    return
+  if os.getppid() == 1:  # the parent died before prctl took effect
+    os._exit(1)
 
 
 def _grain_pipeline(reader, start: int, stop: int, workers: int, prefetch: int, threads: int):
@@ -144,7 +163,8 @@ def _grain_pipeline(reader, start: int, stop: int, workers: int, prefetch: int, 
                                             prefetch_buffer_size=max(prefetch, threads)))
   if workers:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                     per_worker_buffer_size=prefetch))
+                                                     per_worker_buffer_size=prefetch),
+                        worker_init_fn=die_with_parent)
   return ds
 
 

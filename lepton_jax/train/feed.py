@@ -50,7 +50,7 @@ def fits_on_device(task, source, order: order_lib.TrainOrder) -> bool:
   """Whether this process's part of the split is kept on the devices."""
   lo, hi = order.local_range
   budget = task.config.data.on_device_max_mb * 2**20
-  return jax.process_count() == 1 and 0 < sources.nbytes(source, hi - lo) <= budget
+  return jax.process_count() == 1 and 0 < sources.nbytes(source, hi - lo, lo) <= budget
 
 
 class TrainFeed:
@@ -89,7 +89,7 @@ class TrainFeed:
       return (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                            self._feed.arrays),
               jax.ShapeDtypeStruct(self._feed.rows_shape, np.int32, sharding=replicated))
-    example = self.source[0]
+    example = self.source[self.order.local_range[0]]  # one of this process's own examples
     global_batch, sharding = self.task.config.batch_size, self.task.batch_sharding
     return ({k: jax.ShapeDtypeStruct((global_batch,) + np.shape(v), np.asarray(v).dtype,
                                      sharding=sharding) for k, v in example.items()},)
