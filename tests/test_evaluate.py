@@ -36,7 +36,7 @@ def run(data_dir, tmp_path_factory):
   return config, workdir
 
 
-def _eval_rows(workdir, split="test"):
+def _eval_rows(workdir, split="validation"):
   return {r["step"]: r for r in read_metrics(workdir) if r["split"] == split}
 
 
@@ -48,12 +48,12 @@ def test_latest_writes_json_and_confusion_equal_to_training_eval(run, capsys):
   for k in ("loss", "accuracy", "f1"):
     assert metrics[k] == pytest.approx(row[k], abs=1e-6)
   out = capsys.readouterr().out
-  assert "checkpoint 30 on 'test' (360 examples)" in out and "accuracy" in out
-  record = json.load(open(os.path.join(workdir, "eval_test_step30.json")))
-  assert record["num_examples"] == 360 and record["step"] == 30
-  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_test.csv"))
+  assert "checkpoint 30 on 'validation' (287 examples)" in out and "accuracy" in out
+  record = json.load(open(os.path.join(workdir, "eval_validation_step30.json")))
+  assert record["num_examples"] == 287 and record["step"] == 30
+  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_validation.csv"))
   assert names == [str(i) for i in range(10)]
-  assert counts.sum() == 360 and np.trace(counts) / 360 == pytest.approx(row["accuracy"])
+  assert counts.sum() == 287 and np.trace(counts) / 287 == pytest.approx(row["accuracy"])
   np.testing.assert_array_equal(counts, np.asarray(record["confusion"]))
 
 

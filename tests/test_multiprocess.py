@@ -72,10 +72,10 @@ def test_two_processes_log_the_losses_of_one_process_with_8_devices_from_disjoin
   read = [set(logged_digits.reads(read_log, "train", p)) for p in range(2)]
   for p, (lo, hi) in enumerate(order.shard_bounds(1150, 2)):
     assert read[p] <= set(range(lo, hi)) and len(set(range(lo, hi)) - read[p]) < 32
-  # Evaluation read every test example exactly once, half on each process.
-  test = [logged_digits.reads(read_log, "test", p) for p in range(2)]
-  assert not set(test[0]) & set(test[1]) and len(test[0]) == len(test[1]) == 180
-  assert sorted(test[0] + test[1]) == list(range(360))
+  # Evaluation read every validation example exactly once, half on each process.
+  seen = [logged_digits.reads(read_log, "validation", p) for p in range(2)]
+  assert not set(seen[0]) & set(seen[1]) and (len(seen[0]), len(seen[1])) == (144, 143)
+  assert sorted(seen[0] + seen[1]) == list(range(287))
 
 
 def test_a_killed_peer_ends_the_other_process_quickly(data_dir, tmp_path):

@@ -41,18 +41,19 @@ def _check_png(path):
 
 def test_training_writes_plots_confusion_and_summary(trained):
   workdir, final = trained
-  for name in ("loss", "accuracy", "learning_rate", "throughput", "eval_metrics", "confusion_test"):
+  for name in ("loss", "accuracy", "learning_rate", "throughput", "eval_metrics",
+               "confusion_validation"):
     _check_png(os.path.join(workdir, "plots", f"{name}.png"))
   # The confusion counts of the final state: the same accuracy as the last eval.
-  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_test.csv"))
-  assert counts.sum() == 360 and np.trace(counts) / 360 == pytest.approx(final["accuracy"])
+  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_validation.csv"))
+  assert counts.sum() == 287 and np.trace(counts) / 287 == pytest.approx(final["accuracy"])
   summary = open(os.path.join(workdir, "summary.md")).read()
   assert "cnn on digits" in summary and "wall time" in summary and "examples/s" in summary
   assert f"{final['accuracy']:.4g}" in summary
   facts = json.load(open(os.path.join(workdir, "summary.json")))
   assert facts["final"]["step"] == 30 and facts["wall_seconds"] > 0
   assert facts["best"]["accuracy"] == max(r["accuracy"] for r in read_metrics(workdir)
-                                          if r["split"] == "test")
+                                          if r["split"] == "validation")
 
 
 def test_plotted_data_is_metrics_jsonl(trained):
@@ -73,11 +74,11 @@ def test_plotted_data_is_metrics_jsonl(trained):
       assert plot["lines"][split][0] == steps
       np.testing.assert_allclose(plot["lines"][split][1], values, rtol=1e-12)
     _check_png(plot["path"])
-  assert set(result["plots"]["loss"]["lines"]) == {"train", "test"}
+  assert set(result["plots"]["loss"]["lines"]) == {"train", "validation"}
   assert set(result["plots"]["learning_rate"]["lines"]) == {"train"}
   # The confusion image holds the counts of the CSV, with label names on both axes.
   confusion = result["plots"]["confusion"]
-  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_test.csv"))
+  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_validation.csv"))
   np.testing.assert_array_equal(np.asarray(confusion["matrix"]), counts)
   assert confusion["xlabel"] == "predicted label" and confusion["ylabel"] == "true label"
   assert confusion["xticklabels"] == names == confusion["yticklabels"]
@@ -85,12 +86,12 @@ def test_plotted_data_is_metrics_jsonl(trained):
 
 def test_report_cli_computes_a_missing_confusion_matrix(trained, capsys):
   workdir, _ = trained
-  os.remove(os.path.join(workdir, "confusion_test.csv"))
-  os.remove(os.path.join(workdir, "plots", "confusion_test.png"))
+  os.remove(os.path.join(workdir, "confusion_validation.csv"))
+  os.remove(os.path.join(workdir, "plots", "confusion_validation.png"))
   assert report.main([workdir]) == 0
   assert "confusion" in capsys.readouterr().out
-  _check_png(os.path.join(workdir, "plots", "confusion_test.png"))
-  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_test.csv"))
+  _check_png(os.path.join(workdir, "plots", "confusion_validation.png"))
+  names, counts = evaluate.read_confusion_csv(os.path.join(workdir, "confusion_validation.csv"))
   assert counts.sum() == 360
 
 

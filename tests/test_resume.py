@@ -61,7 +61,7 @@ def test_rerunning_a_complete_run_returns_its_final_eval(reference, data_dir, ca
   assert metrics == ref_metrics
   assert lib.metric_rows(ref_dir) == rows  # nothing logged twice
   out = capsys.readouterr().out
-  assert "eval test at step 30" in out
+  assert "eval validation at step 30" in out
   assert "train step compiled" not in out  # nothing left to train: no compile either
 
 

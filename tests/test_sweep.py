@@ -100,7 +100,7 @@ def test_sweep_of_three_learning_rates(data_dir, tmp_path, capsys):
   assert accuracies == sorted(accuracies, reverse=True)  # eval.best_metric=accuracy, max
   for r in rows:
     final = [m for m in map(json.loads, open(workdir / r["name"] / "metrics.jsonl"))
-             if m["split"] == "test"][-1]
+             if m["split"] == "validation"][-1]
     assert float(r["accuracy"]) == pytest.approx(final["accuracy"]) and int(r["step"]) == 10
   table = open(workdir / sweep.RESULTS_MD).read()
   assert "sorted by accuracy" in table and table.count("| done |") == 3

@@ -21,7 +21,7 @@ def test_quickstart_loop_writes_metrics_tensorboard_and_config(quick_config, tmp
   final = train.train_and_evaluate(quick_config, workdir, devices=jax.devices()[:1])
   rows = metric_writers.read_metrics(workdir)
   train_rows = [r for r in rows if r["split"] == "train"]
-  eval_rows = [r for r in rows if r["split"] == "test"]
+  eval_rows = [r for r in rows if r["split"] == "validation"]
   assert [r["step"] for r in train_rows] == [10, 20, 30, 40]
   assert [r["step"] for r in eval_rows] == [20, 40]
   for key in ("loss", "accuracy", "precision", "recall", "f1"):
@@ -29,7 +29,7 @@ def test_quickstart_loop_writes_metrics_tensorboard_and_config(quick_config, tmp
   assert train_rows[-1]["loss"] < train_rows[0]["loss"]
   assert final["accuracy"] == eval_rows[-1]["accuracy"] and final["step"] == 40
   assert glob.glob(os.path.join(workdir, "tensorboard", "train", "events.out.tfevents.*"))
-  assert glob.glob(os.path.join(workdir, "tensorboard", "test", "events.out.tfevents.*"))
+  assert glob.glob(os.path.join(workdir, "tensorboard", "validation", "events.out.tfevents.*"))
   saved = json.load(open(os.path.join(workdir, "config.json")))
   assert saved["num_train_steps"] == 40 and saved["model"]["conv_features"] == [8]
   record = json.load(open(os.path.join(workdir, "run.json")))
@@ -40,11 +40,11 @@ def test_tensorboard_events_hold_the_logged_values(quick_config, tmp_path):
   from tensorboard.backend.event_processing import event_accumulator
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(quick_config, workdir, devices=jax.devices()[:1])
-  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard", "test"),
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard", "validation"),
                                            size_guidance={"tensors": 0})
   acc.Reload()
   events = acc.Tensors("accuracy")
-  jsonl = [r["accuracy"] for r in metric_writers.read_metrics(workdir) if r["split"] == "test"]
+  jsonl = [r["accuracy"] for r in metric_writers.read_metrics(workdir) if r["split"] == "validation"]
   import tensorflow as tf
   logged = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
   np.testing.assert_allclose(logged, jsonl, rtol=1e-6)
@@ -92,6 +92,6 @@ def test_zero_eval_and_checkpoint_intervals_mean_only_at_the_end(quick_config, t
   config_lib.apply_overrides(config, [("eval_every_steps", "0"), ("checkpoint_every_steps", "0")])
   workdir = tmp_path / "run"
   train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
-  evals = [r["step"] for r in metric_writers.read_metrics(str(workdir)) if r["split"] == "test"]
+  evals = [r["step"] for r in metric_writers.read_metrics(str(workdir)) if r["split"] == "validation"]
   assert evals == [40]
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["40"]

@@ -14,25 +14,26 @@ _PART = re.compile(r"^(?P<name>[\w-]+)(\[(?P<slice>[^\]]*)\])?$")
 _BOUND = re.compile(r"^(?P<value>-?\d+(\.\d+)?)?(?P<percent>%)?$")
 
 
-def _bound(text: str, size: int, spec: str) -> int | None:
+def _bound(text: str, size: int, spec: str, dataset: str) -> int | None:
   match = _BOUND.match(text.strip())
   if match is None:
-    raise _bad(spec)
+    raise _bad(spec, dataset)
   if match["value"] is None:
     return None
   value = float(match["value"])
   if match["percent"]:
     if abs(value) > 100:
-      raise _bad(spec)
+      raise _bad(spec, dataset)
     return int(round(value * size / 100.0))
   if "." in match["value"]:
-    raise _bad(spec)
+    raise _bad(spec, dataset)
   return int(value)
 
 
-def _bad(spec: str) -> UserError:
-  return UserError(f"split {spec!r} is not a split name with an optional slice; write e.g. "
-                   "'test', 'test[:1000]', 'train[90%:]' or 'train[:10%]+validation'")
+def _bad(spec: str, dataset: str) -> UserError:
+  return UserError(f"dataset {dataset!r} has no split {spec!r}: write a split name with an "
+                   "optional slice, e.g. 'test', 'test[:1000]', 'train[90%:]' or "
+                   "'train[:10%]+validation'")
 
 
 def resolve(spec: str, sizes: dict, dataset: str = "") -> list[tuple[str, int, int]]:
@@ -41,7 +42,7 @@ def resolve(spec: str, sizes: dict, dataset: str = "") -> list[tuple[str, int, i
   for text in str(spec).split("+"):
     match = _PART.match(text.strip())
     if match is None:
-      raise _bad(spec)
+      raise _bad(spec, dataset)
     name = match["name"]
     if name not in sizes:
       raise UserError(f"dataset {dataset!r} has no split {name!r}; splits are "
@@ -51,8 +52,8 @@ def resolve(spec: str, sizes: dict, dataset: str = "") -> list[tuple[str, int, i
     if match["slice"] is not None:
       bounds = match["slice"].split(":")
       if len(bounds) != 2:
-        raise _bad(spec)
-      start, stop = (_bound(b, size, spec) for b in bounds)
+        raise _bad(spec, dataset)
+      start, stop = (_bound(b, size, spec, dataset) for b in bounds)
       lo, hi, _ = slice(start, stop).indices(size)
     parts.append((name, lo, max(lo, hi)))
   return parts

@@ -37,8 +37,9 @@ def test_a_sliced_source_reads_the_selected_examples_in_order():
 
 
 def test_bad_specs_are_one_line_errors():
-  for spec, message in (("tset", "has no split 'tset'"), ("test[1:2:3]", "not a split name"),
-                        ("test[abc]", "not a split name"), ("test[:150%]", "not a split name")):
+  for spec, message in (("tset", "has no split 'tset'; splits are"),
+                        ("test[1:2:3]", "write a split name with an optional slice"),
+                        ("test[abc]", "write a split name"), ("test[:150%]", "write a split name")):
     with pytest.raises(UserError, match=message) as e:
       splits.resolve(spec, SIZES, "digits")
     assert "\n" not in str(e.value)

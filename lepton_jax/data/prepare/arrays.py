@@ -38,6 +38,9 @@ class ArrayPreparer(core.Preparer):
   def load(self) -> dict[str, dict[str, np.ndarray]]:
     """Every split's arrays."""
 
+  def check_source(self) -> None:
+    self.arrays()  # loading checks the files (checksums, headers); the arrays are kept
+
   def arrays(self) -> dict[str, dict[str, np.ndarray]]:
     if self._arrays is None:
       self._arrays = self.load()

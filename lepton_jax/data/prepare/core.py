@@ -92,6 +92,10 @@ class Preparer(abc.ABC):
   def describe(self) -> str:
     return self.name
 
+  def check_source(self) -> None:
+    """Reads and checks what is cheap to check before preparing starts (a bad file is then an
+    error on its own, before the line announcing the preparation)."""
+
   def read_transform(self) -> tuple[str, dict]:
     """A sources.READ_TRANSFORMS name and its arguments, applied to every decoded example."""
     return "", {}
@@ -308,6 +312,7 @@ def ensure(preparer: Preparer, data_dir: str, process_index: int = 0, process_co
   if manifest is not None and manifest.fingerprint == fingerprint:
     return manifest
   log = sys.stderr if verbose and process_index == 0 else None
+  preparer.check_source()
   if log is not None:
     again = " (its source changed since it was prepared)" if manifest is not None else ""
     print(f"preparing {preparer.describe()} into {directory}{again}", file=log, flush=True)

@@ -27,7 +27,7 @@ def import_tfds():
     tfds.core.DatasetBuilder  # a tfds that failed to import its core (no TensorFlow) lacks it
   except (ImportError, AttributeError) as e:
     raise UserError("tfds catalog datasets need tensorflow-datasets and TensorFlow: pip install "
-                    "tensorflow-datasets tensorflow (local formats need neither)") from e
+                    "'lepton-jax[tfds]' (local formats need neither)") from e
   return tfds
 
 
