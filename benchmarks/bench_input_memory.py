@@ -35,7 +35,7 @@ def child(root: str, data_dir: str, batch: int, workers: int, epochs: int) -> No
                          verbose=False)
   prepared = time.perf_counter()
   source = sources.RecordSource(manifest, "train")
-  layout = pipeline.ShardLayout.create(0, 0, 1)
+  layout = order.ShardLayout.create(0, 0, 1)
   steps = epochs * order.TrainOrder.create(len(source), layout, batch, 0).steps_per_epoch
   with stream.train_batches(source, layout, batch, seed=0, workers=workers) as batches:
     for _ in range(steps):

@@ -66,23 +66,25 @@ def crop_box(rng, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attemp
 
 
 def random_resized_crop_flip(example, rng):
-  """The host augmentation of the benchmark: crop, resize back, flip half the time."""
-  from PIL import Image
+  """The host augmentation of the benchmark: crop, resize back, flip half the time. OpenCV
+  (SIMD) resizes the crop (a view: cropping first costs nothing) about six times faster than
+  Pillow's resampler, and flips in place of numpy's reversed copy."""
+  import cv2
   image = example["image"]
-  box = crop_box(rng, *image.shape[:2])
-  out = Image.fromarray(image).resize((SIZE, SIZE), Image.BILINEAR, box=box)
+  left, top, right, bottom = crop_box(rng, *image.shape[:2])
+  out = cv2.resize(image[top:bottom, left:right], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
   if rng.random() < 0.5:
-    out = out.transpose(Image.FLIP_LEFT_RIGHT)  # a fifth of what numpy's reversed copy costs
-  return {"image": np.asarray(out), "label": example["label"]}
+    out = cv2.flip(out, 1)
+  return {"image": out, "label": example["label"]}
 
 
 def ours(data_dir: str, root: str, batch: int, workers: int, threads: int, augment: bool):
-  from lepton_jax.data import pipeline, sources, stream
+  from lepton_jax.data import order, sources, stream
   from lepton_jax.data.prepare import core, image_folder
   manifest = core.ensure(image_folder.ImageFolder(root, (SIZE, SIZE), 3, 0.01), data_dir,
                          verbose=False)
   source = sources.RecordSource(manifest, "train")
-  layout = pipeline.ShardLayout.create(0, 0, 1)
+  layout = order.ShardLayout.create(0, 0, 1)
   return stream.train_batches(source, layout, batch, seed=0, workers=workers, threads=threads,
                               augment=random_resized_crop_flip if augment else None)
 

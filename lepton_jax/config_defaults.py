@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   # batches ahead: host memory stays at a few batches per worker, whatever the dataset's size.
   c.data.workers = -1  # input worker processes; -1: half the cores (none on 2) when streaming; 0: in-process
   c.data.prefetch = 2  # batches prepared ahead, per worker and on the devices
+  # A prepared split whose files take at most this much is read into memory once per process, as
+  # stored (compressed images stay compressed): reads at random then cost no file access.
+  c.data.cache_mb = 256  # record cache per split and process (MiB); 0: always read the files
   # Single-process runs keep a train split up to this size on every device and gather batches
   # there: no per-step host assembly or copy. Bigger splits (and all, at 0) stream.
   c.data.on_device_max_mb = 256  # decoded train split size limit (MiB); 0: always stream

@@ -14,7 +14,6 @@ Split names are tfds split strings, slices included ('test[:1000]'); in file
 names they are spelled with only [A-Za-z0-9._-] (`split_slug`).
 """
 
-import contextlib
 import csv
 import io
 import json
@@ -27,7 +26,7 @@ from etils import epath
 from lepton_jax import run_record, task as task_lib
 from lepton_jax.checkpoint import select
 from lepton_jax.checkpoint.manager import Checkpointer
-from lepton_jax.data import base as data_base, pipeline, stream
+from lepton_jax.data import base as data_base, pipeline, sources, stream
 
 
 # ---------------------------------------------------------------- evaluation
@@ -39,8 +38,8 @@ class Evaluator:
   """The experiment's eval statistics of a state over every example of a split.
 
   The split streams (data/stream.py): this process's shards in order, in padded batches whose
-  `mask` marks the real rows, prefetched onto the devices; every process runs the same number
-  of batches, and each example counts exactly once.
+  `mask` marks the real rows; every process runs the same number of batches, and each example
+  counts exactly once.
   """
 
   def __init__(self, task, dataset):
@@ -50,23 +49,22 @@ class Evaluator:
     """This process's padded eval batches of `split` (host arrays)."""
     task, data = self.task, self.task.config.data
     source = self.dataset.split_source(split)
-    info = task.info  # the inputs' size tells whether worker processes would pay off
-    size = len(source) * int(np.prod(info.input_shape)) * np.dtype(info.input_dtype).itemsize
-    small = size <= data.on_device_max_mb * 2**20
     return stream.eval_batches(source, task.layout, task.eval_batch_size,
-                               workers=stream.resolve_workers(data.workers, small),
+                               workers=stream.resolve_workers(data.workers,
+                                                              sources.decodes_images(source)),
                                prefetch=data.prefetch)
 
   def statistics(self, state, split: str) -> dict[str, np.ndarray]:
     """Sums (loss, count, confusion...) over every example of `split`, each exactly once."""
     task = self.task
-    to_device = lambda batch: pipeline.make_global(batch, task.batch_sharding)  # noqa: E731
-    stats, batches = None, self.batches(split)
-    num_examples = batches.num_examples
-    on_devices = pipeline.prefetch(batches, to_device, task.config.data.prefetch)
-    with batches, contextlib.closing(on_devices):  # an error stops the thread and the workers
-      for batch in on_devices:
-        batch_stats = task.eval_step(state, batch)
+    stats = None
+    # Batches go to the devices from this thread: the step runs asynchronously meanwhile, and
+    # the workers read ahead. (Consumed from another thread, Grain's worker processes were
+    # seen to leave shared memory behind.)
+    with self.batches(split) as batches:
+      num_examples = batches.num_examples
+      for batch in batches:
+        batch_stats = task.eval_step(state, pipeline.make_global(batch, task.batch_sharding))
         stats = batch_stats if stats is None else _add(stats, batch_stats)
     stats = {k: np.asarray(v) for k, v in jax.device_get(stats).items()}
     if int(round(float(stats["count"]))) != num_examples:

@@ -95,6 +95,16 @@ def traceable_host_transform(predictor, shape, dtype):
   return None, why
 
 
+def require_tensorflow() -> None:
+  """A UserError, before any work, where the SavedModel cannot be written: TensorFlow is an
+  optional dependency (training, evaluation and predict do without it)."""
+  try:
+    import tensorflow  # noqa: F401
+  except ImportError as e:
+    raise UserError("the SavedModel export needs TensorFlow: pip install 'lepton-jax[export]', "
+                    "or pass --no_saved_model for the jax.export file alone") from e
+
+
 def _tf_dtype(dtype):
   import tensorflow as tf
   return tf.as_dtype(np.dtype(dtype))
@@ -216,6 +226,8 @@ def metadata(predictor, shape, dtype, host_note, platforms, files, verification,
 def export_workdir(workdir, out_dir, checkpoint="latest", platforms=DEFAULT_PLATFORMS,
                    saved_model: bool = True, verbose: bool = True) -> dict:
   """Exports checkpoint `checkpoint` of `workdir` into `out_dir`; returns the metadata."""
+  if saved_model:
+    require_tensorflow()
   record = run_record.read(workdir)
   shape = check_input_shape(workdir, record)
   dtype = np.dtype(record["dataset"]["input_dtype"])

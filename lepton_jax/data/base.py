@@ -148,7 +148,8 @@ class RecordDataset(Dataset):
     return self.manifest().dataset_info()
 
   def source(self, split: str):
-    return sources.RecordSource(self.manifest(), split)
+    return sources.RecordSource(self.manifest(), split,
+                                cache_bytes=int(self.config.get("cache_mb", 0)) * 2**20)
 
   def cache_dir(self) -> str | None:
     return self.manifest().directory

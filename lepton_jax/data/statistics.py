@@ -59,14 +59,21 @@ def needs_statistics(specs: OpSpecs) -> bool:
   return False
 
 
+CHUNK_BYTES = 64 * 2**20  # of float64 values summed at once: the pass's memory, whatever the split
+
+
 def channel_statistics(dataset, split: str, input_key: str = "image", max_value: float = 255.0,
-                       chunk: int = 2048) -> tuple[tuple, tuple]:
+                       chunk: int = 0) -> tuple[tuple, tuple]:
   """Per-channel (last axis) mean and std of x / max_value over a whole split.
 
-  Streams the split in chunks and sums in float64, so it needs little memory and gives the same
-  numbers on every host. Inputs that are not images or feature vectors (e.g. (H, W) without a
-  channel axis) get one scalar each.
+  Streams the split in chunks (`chunk` examples; 0: as many as CHUNK_BYTES of float64 hold) and
+  sums in float64, so it needs little memory and gives the same numbers on every host. Inputs
+  that are not images or feature vectors (e.g. (H, W) without a channel axis) get one scalar
+  each.
   """
+  if not chunk:
+    values = int(np.prod(dataset.info().input_shape or (1,)))
+    chunk = max(1, min(2048, CHUNK_BYTES // (8 * values)))
   total = sq = None
   count = 0
   for arrays in dataset.chunks(split, chunk):

@@ -131,7 +131,8 @@ class _Streamed:
     data = task.config.data
     self.batches = stream.train_batches(
         source, task.layout, task.config.batch_size, task.config.seed, start_step,
-        workers=stream.resolve_workers(data.workers, small=False), prefetch=data.prefetch,
+        workers=stream.resolve_workers(data.workers, sources.decodes_images(source)),
+        prefetch=data.prefetch,
         split=data.train_split)
     self._device = pipeline.prefetch(self.batches, to_device, data.prefetch)
 

@@ -100,10 +100,14 @@ def test_unknown_op_lists_the_registered_ops():
 
 
 class FakeDataset:
-  """Enough of a Dataset for the statistics: chunks of a split, and a cache dir."""
+  """Enough of a Dataset for the statistics: its info, chunks of a split, and a cache dir."""
 
   def __init__(self, x, data_dir):
     self.x, self.data_dir, self.reads = x, data_dir, 0
+
+  def info(self):
+    from lepton_jax.data.info import DatasetInfo
+    return DatasetInfo("fake", "image", self.x.shape[1:], np.uint8, 2, {"train": len(self.x)})
 
   def chunks(self, split, size):
     self.reads += 1
