@@ -49,10 +49,9 @@ class Evaluator:
     """This process's padded eval batches of `split` (host arrays)."""
     task, data = self.task, self.task.config.data
     source = self.dataset.split_source(split)
-    return stream.eval_batches(source, task.layout, task.eval_batch_size,
-                               workers=stream.resolve_workers(data.workers,
-                                                              sources.decodes_images(source)),
-                               prefetch=data.prefetch)
+    workers, threads = stream.resolve_workers(data.workers, sources.decodes_images(source))
+    return stream.eval_batches(source, task.layout, task.eval_batch_size, workers=workers,
+                               threads=threads, prefetch=data.prefetch)
 
   def statistics(self, state, split: str) -> dict[str, np.ndarray]:
     """Sums (loss, count, confusion...) over every example of `split`, each exactly once."""

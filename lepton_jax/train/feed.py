@@ -129,11 +129,10 @@ class _Streamed:
 
   def __init__(self, source, task, start_step: int, to_device):
     data = task.config.data
+    workers, threads = stream.resolve_workers(data.workers, sources.decodes_images(source))
     self.batches = stream.train_batches(
         source, task.layout, task.config.batch_size, task.config.seed, start_step,
-        workers=stream.resolve_workers(data.workers, sources.decodes_images(source)),
-        prefetch=data.prefetch,
-        split=data.train_split)
+        workers=workers, threads=threads, prefetch=data.prefetch, split=data.train_split)
     self._device = pipeline.prefetch(self.batches, to_device, data.prefetch)
 
   def next_args(self) -> tuple:
