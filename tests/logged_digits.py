@@ -34,7 +34,7 @@ class _Logged:
     return self.source.__getitems__(indices)
 
 
-@registry.register("dataset", "logged_digits")
+@registry.register("dataset", "_logged_digits")
 class LoggedDigits(datasets.Digits):
   """digits, each read recorded in $LEPTON_TEST_READ_LOG/<split>.<process index>."""
 

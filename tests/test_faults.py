@@ -10,7 +10,7 @@ import checkpoint_testlib as lib
 
 # Frequent saves, so that many kills land inside one; enough steps that 10 kills never
 # reach the end.
-RUN = dict(num_train_steps=240, checkpoint_every_steps=4, log_every_steps=10, eval_every_steps=120)
+RUN = dict(num_train_steps=360, checkpoint_every_steps=4, log_every_steps=10, eval_every_steps=120)
 KILLS = 10
 LAUNCH_TIMEOUT = 300  # seconds any one process may take
 
@@ -36,7 +36,7 @@ def _kill_at(proc, plan, ckpt_dir, rng) -> str:
   before = set(_committed(ckpt_dir))
   seen_tmp = set()
   if plan == "startup":  # during imports, restore or compile, or early training
-    end = time.time() + rng.uniform(1.0, 8.0)
+    end = time.time() + rng.uniform(0.5, 4.0)
     while time.time() < end and proc.poll() is None:
       time.sleep(0.01)
   else:

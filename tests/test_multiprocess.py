@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--config.model.conv_features=(8,)", "--config.model.pool=(True,)",
          "--config.model.hidden_sizes=(32,)", "--config.optimizer.warmup_steps=2",
          "--config.data.num_shards=2", "--config.imports=('logged_digits',)",
-         "--config.data.name=logged_digits"]
+         "--config.data.name=_logged_digits"]
 TIMEOUT = 300  # every process gets one: a dead peer must never hang the suite
 
 
