@@ -52,12 +52,11 @@ def test_bad_settings_are_user_errors():
 def test_bench_runs_any_config_on_synthetic_data(name, capsys):
   from lepton_jax import bench
   argv = ["--config", os.path.join(REPO, "configs", name), "--config.data.name=synthetic",
-          "--steps", "2", "--repeats", "1", "--rounds", "1", "--config.batch_size=8"]
-  if name.startswith("lm_"):  # the whole loop too: eval of synthetic windows, bits per byte
+          "--steps", "2", "--repeats", "1", "--rounds", "1", "--config.batch_size=8",
+          "--only", "step", "--only", "input"]
+  if name.startswith("lm_"):
     argv += ["--config.model.width=16", "--config.model.depth=1", "--config.data.seq_len=16",
-             "--config.model.max_len=16", "--config.eval.batch_size=1024"]
-  else:
-    argv += ["--only", "step", "--only", "input"]
+             "--config.model.max_len=16"]
   assert bench.main(argv) == 0
   out = capsys.readouterr().out
   assert " on synthetic, global batch 8" in out and "examples/s" in out
