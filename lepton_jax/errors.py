@@ -16,6 +16,12 @@ class UserError(Exception):
   exit_code = 2
 
 
+class TrainingDiverged(UserError):
+  """A non-finite loss, gradient or state: the run stops without saving it (exit status 3)."""
+
+  exit_code = 3
+
+
 def warn(message: str) -> None:
   """Prints `warning: <message>` to stderr, once per run (on process 0 only)."""
   if jax.process_index() == 0:

@@ -140,6 +140,7 @@ def evaluate_workdir(config, workdir: str, checkpoint="latest", split: str | Non
   paths = write_results(workdir, split, step, metrics, stats, info.label_names) if (
       write and is_primary) else {}
   if verbose and is_primary:
+    print(f"restored checkpoint {step} ({select.describe_choice(workdir, checkpoint, step, config)})")
     n = int(round(float(stats["count"])))
     print(format_table(metrics, f"eval of {workdir} checkpoint {step} on {split!r} ({n:,} examples)"))
     for path in paths.values():

@@ -14,14 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lepton_jax import optimizers, perf
-from lepton_jax.errors import UserError, warn
+from lepton_jax.errors import TrainingDiverged, warn
 from lepton_jax.eta import EtaEstimator
 from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
 from lepton_jax.parallel import mesh as mesh_lib
-
-
-class TrainingDiverged(UserError):
-  exit_code = 3
 
 
 def raise_if_diverged(history: list[tuple[int, dict]]) -> None:

@@ -63,13 +63,14 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
       state, metrics, waited = feed.step(state)
       profiler.after_step(step, state)
       log.record(step, metrics, waited)
+      checkpointer.poll()  # a failed save stops the run now, not at the next save
       due = Due(task, step)
       stop = preemption.should_stop(step, stop_requested, exchange=due.log or due.save)
       if due.log or due.save:
         log.flush(step)
       if due.eval:
         last.evaluate(state, step)
-      if due.save or stop:
+      if due.save or stop or (due.eval and checkpointer.is_new_best(last.metrics)):
         save(checkpointer, log, last, step, state, evaluated=due.eval)
       if stop and not due.last:
         checkpointer.wait()
