@@ -32,6 +32,14 @@ from lepton_jax.errors import UserError
 LM_METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy")
 
 
+def _f32(logits):
+  """The logits in float32 for a softmax or cross-entropy. Models return them in the compute
+  dtype (bf16 on accelerators): upcasting here, inside the loss, lets XLA fuse the convert
+  into the reductions instead of keeping an f32 copy of (B, T, vocab), and keeps the
+  log-softmax out of bf16 (optax computes in the dtype of its input)."""
+  return logits.astype(jnp.float32)
+
+
 @registry.register("metric", "bits_per_byte")
 def bits_per_byte(stats):
   """Mean loss in bits (loss / ln 2): bits per byte for byte-level language models."""
@@ -80,14 +88,14 @@ class LanguageModel:
 
   def loss(self, outputs, batch):
     """Per-example loss: the mean over the example's tokens, shape (B,)."""
-    per_token = self.loss_fn(outputs, self._targets(batch), label_smoothing=self.label_smoothing)
+    per_token = self.loss_fn(_f32(outputs), self._targets(batch), label_smoothing=self.label_smoothing)
     return per_token.reshape(per_token.shape[0], -1).mean(axis=-1)
 
   def predictions(self, outputs):
     return jnp.argmax(outputs, axis=-1)
 
   def probabilities(self, outputs):
-    return jax.nn.softmax(outputs, axis=-1)
+    return jax.nn.softmax(_f32(outputs), axis=-1)
 
   def train_metrics(self, outputs, batch, per_example_loss):
     correct = self.predictions(outputs) == self._targets(batch)
@@ -96,7 +104,7 @@ class LanguageModel:
   def eval_statistics(self, outputs, batch, mask):
     """Sums over the tokens of the real (unmasked) rows of one batch."""
     targets = self._targets(batch)
-    per_token = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(_f32(outputs), targets)
     weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (targets.ndim - 1)),
                                targets.shape).astype(jnp.float32)
     correct = (self.predictions(outputs) == targets).astype(jnp.float32)
