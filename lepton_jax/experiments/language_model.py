@@ -22,7 +22,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lepton_jax import metrics, registry
 from lepton_jax.errors import UserError
@@ -32,12 +31,21 @@ from lepton_jax.errors import UserError
 LM_METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy")
 
 
-def _f32(logits):
-  """The logits in float32 for a softmax or cross-entropy. Models return them in the compute
-  dtype (bf16 on accelerators): upcasting here, inside the loss, lets XLA fuse the convert
-  into the reductions instead of keeping an f32 copy of (B, T, vocab), and keeps the
-  log-softmax out of bf16 (optax computes in the dtype of its input)."""
-  return logits.astype(jnp.float32)
+def token_cross_entropy(logits, targets, label_smoothing: float = 0.0):
+  """Cross-entropy of integer targets under softmax(logits), computed in float32: the
+  'softmax_cross_entropy' loss (label smoothing spreads `label_smoothing` of the target's
+  mass evenly over the vocabulary) written as logsumexp(z) - (1 - a) z[target] - a mean(z).
+
+  Models return logits in the compute dtype (bf16 on accelerators); upcasting here, inside
+  reductions, lets XLA fuse the convert instead of keeping an f32 copy of (B, T, vocab),
+  and neither a one-hot nor a log-softmax of that size is built (optax's versions compute
+  in the dtype of their input, and build one or the other)."""
+  z = logits.astype(jnp.float32)
+  target = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
+  loss = jax.nn.logsumexp(z, axis=-1) - (1.0 - label_smoothing) * target
+  if label_smoothing:
+    loss = loss - label_smoothing * jnp.mean(z, axis=-1)
+  return loss
 
 
 @registry.register("metric", "bits_per_byte")
@@ -70,6 +78,8 @@ class LanguageModel:
     self.vocab_size = int(info.num_classes)
     self.tokens_per_example = int(info.input_shape[0])  # T: the loop's tokens/s = examples/s * T
     self.loss_fn = registry.get("loss", config.loss.name)
+    if config.loss.name == "softmax_cross_entropy":
+      self.loss_fn = token_cross_entropy  # the same loss, in f32 and without a one-hot
     self.label_smoothing = float(config.loss.get("label_smoothing", 0.0))
     self.metric_names = tuple(config.metrics)
     for name in self.metric_names:
@@ -88,14 +98,14 @@ class LanguageModel:
 
   def loss(self, outputs, batch):
     """Per-example loss: the mean over the example's tokens, shape (B,)."""
-    per_token = self.loss_fn(_f32(outputs), self._targets(batch), label_smoothing=self.label_smoothing)
+    per_token = self.loss_fn(outputs, self._targets(batch), label_smoothing=self.label_smoothing)
     return per_token.reshape(per_token.shape[0], -1).mean(axis=-1)
 
   def predictions(self, outputs):
     return jnp.argmax(outputs, axis=-1)
 
   def probabilities(self, outputs):
-    return jax.nn.softmax(_f32(outputs), axis=-1)
+    return jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)
 
   def train_metrics(self, outputs, batch, per_example_loss):
     correct = self.predictions(outputs) == self._targets(batch)
@@ -104,7 +114,7 @@ class LanguageModel:
   def eval_statistics(self, outputs, batch, mask):
     """Sums over the tokens of the real (unmasked) rows of one batch."""
     targets = self._targets(batch)
-    per_token = optax.softmax_cross_entropy_with_integer_labels(_f32(outputs), targets)
+    per_token = token_cross_entropy(outputs, targets)
     weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (targets.ndim - 1)),
                                targets.shape).astype(jnp.float32)
     correct = (self.predictions(outputs) == targets).astype(jnp.float32)

@@ -61,8 +61,10 @@ class CausalSelfAttention(nn.Module):
   """Multi-head (or grouped-query: num_kv_heads < num_heads) causal self-attention.
 
   Not `masked`: plain causal attention by the chosen kernel. `masked`: `positions`
-  mark padding (< 0) and an explicit mask is used; with `decode` too, keys and values
-  go to the 'cache' collection and the queries attend to everything cached so far.
+  mark padding (< 0) and an explicit mask is used. Decoding (`kv` given): this chunk's
+  keys and values are written into layer `layer` of the stacked cache `kv` at slot
+  `index`, and the queries attend to every cached slot (`cache_positions`) up to their own.
+  Returns (output, kv).
   """
 
   num_heads: int
@@ -75,10 +77,9 @@ class CausalSelfAttention(nn.Module):
   param_dtype: Any = jnp.float32
   train: bool = False
   masked: bool = False
-  decode: bool = False
 
   @nn.compact
-  def __call__(self, x, positions):
+  def __call__(self, x, positions, layer=None, kv=None, cache_positions=None, index=None):
     width = x.shape[-1]
     head_dim = width // self.num_heads
     dense = lambda name, heads: nn.DenseGeneral(  # noqa: E731
@@ -89,15 +90,17 @@ class CausalSelfAttention(nn.Module):
     v = dense("value", self.num_kv_heads)(x)
     if self.rope_base is not None:
       q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
-    y = self._attend(q, k, v, positions)
-    return nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name="out")(y)
-
-  def _attend(self, q, k, v, positions):
     slots = jnp.arange(q.shape[1])
     mask = _visibility(slots, slots, positions) if self.masked else None
-    if self.decode:
-      k, v, mask = self._cached(k, v, positions, mask)
+    if kv is not None:
+      k, v, kv = _write_and_read(kv, k, v, layer, index)
+      # Unwritten slots lie after every query's own slot, so causality hides them too.
+      mask = _visibility(index + slots, jnp.arange(k.shape[1]), cache_positions)
+    y = self._attend(q, k, v, mask)
+    return nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name="out")(y), kv
+
+  def _attend(self, q, k, v, mask):
     if self.train and self.dropout_rate > 0:
       drop = nn.Dropout(self.dropout_rate, deterministic=False)
       return attn_lib.explicit_attention(q, k, v, mask, drop)
@@ -106,27 +109,18 @@ class CausalSelfAttention(nn.Module):
     kernel = attn_lib.choose(self.attention, self.dtype, q.shape[-1])
     return attn_lib.causal_attention(q, k, v, kernel)
 
-  def _cached(self, k, v, positions, mask):
-    """Keys, values and mask over the whole cache, after writing this chunk at the cache
-    index. The cache is created (zeros, as long as the input) when the model is initialised
-    in decode mode; its length bounds the tokens one sequence can hold."""
-    initialized = self.has_variable("cache", "cached_key")
-    cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-    cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
-    cached_pos = self.variable("cache", "cached_positions", jnp.zeros, positions.shape, jnp.int32)
-    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
-    if not initialized:
-      return k, v, mask
-    i = index.value
-    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, i, 0, 0))
-    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, i, 0, 0))
-    cached_pos.value = jax.lax.dynamic_update_slice(
-        cached_pos.value, positions.astype(jnp.int32), (0, i))
-    index.value = i + k.shape[1]
-    # Unwritten slots lie after every query's own slot, so causality hides them too.
-    mask = _visibility(i + jnp.arange(k.shape[1]), jnp.arange(cached_k.value.shape[1]),
-                       cached_pos.value)
-    return cached_k.value, cached_v.value, mask
+
+def _write_and_read(kv, k, v, layer, index):
+  """Writes k, v (B, S, kv_heads, D) into layer `layer` of the stacked cache kv (two
+  (depth, B, L, kv_heads, D) arrays) at slot `index`; returns that layer's keys and values
+  and the updated cache. The cache is carried through the layer loop and updated in place,
+  rather than sliced per layer and restacked, which would copy all of it every token."""
+  k_all, v_all = kv
+  start = (layer, 0, index, 0, 0)
+  k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
+  v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
+  read = lambda a: jax.lax.dynamic_index_in_dim(a, layer, keepdims=False)  # noqa: E731
+  return read(k_all), read(v_all), (k_all, v_all)
 
 
 class Mlp(nn.Module):
@@ -155,8 +149,8 @@ def _norm(kind: str, use_bias: bool, dtype, param_dtype, name: str):
 
 
 class DecoderBlock(nn.Module):
-  """Pre-norm block: x + Attn(Norm(x)), then x + Mlp(Norm(x)). Returns (x, None), the
-  (carry, output) pair of a scanned layer."""
+  """Pre-norm block: x + Attn(Norm(x)), then x + Mlp(Norm(x)). Carries (x, kv cache or
+  None) and returns ((x, kv), None): the (carry, output) pair of a scanned layer."""
 
   num_heads: int
   num_kv_heads: int
@@ -172,20 +166,20 @@ class DecoderBlock(nn.Module):
   param_dtype: Any = jnp.float32
   train: bool = False
   masked: bool = False
-  decode: bool = False
 
   @nn.compact
-  def __call__(self, x, positions):
+  def __call__(self, carry, layer, positions, cache_positions=None, index=None):
+    x, kv = carry
     drop = lambda y: nn.Dropout(self.dropout_rate, deterministic=not self.train)(y)  # noqa: E731
     norm = lambda name: _norm(self.norm, self.use_bias, self.dtype, self.param_dtype, name)  # noqa: E731
-    y = CausalSelfAttention(
+    y, kv = CausalSelfAttention(
         self.num_heads, self.num_kv_heads, self.use_bias, self.rope_base, self.attention,
         self.attention_dropout_rate, self.dtype, self.param_dtype, self.train, self.masked,
-        self.decode, name="attn")(norm("ln1")(x), positions)
+        name="attn")(norm("ln1")(x), positions, layer, kv, cache_positions, index)
     x = x + drop(y)
     y = Mlp(self.mlp, self.mlp_dim, self.use_bias, self.dtype, self.param_dtype,
             name="mlp")(norm("ln2")(x))
-    return x + drop(y), None
+    return (x + drop(y), kv), None
 
 
 @registry.register("model", "transformer_lm")
@@ -285,16 +279,22 @@ class TransformerLM(nn.Module):
       rows = table[:t][None] if not masked else jnp.take(table, jnp.maximum(positions, 0), axis=0)
       h = h + rows.astype(self.dtype)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    h = self._blocks(h, positions, train, masked, decode)
+    if decode:
+      h = self._decode_blocks(h, positions)
+    else:
+      h, _ = self._blocks(h, positions, train, masked)
     h = _norm(self.norm, self.use_bias, self.dtype, self.param_dtype, "ln_final")(h)
     if self.tie_embeddings:
       return embed.attend(h)
     return nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="lm_head")(h)
 
-  def _blocks(self, h, positions, train: bool, masked: bool, decode: bool):
+  def _blocks(self, h, positions, train: bool, masked: bool, kv=None, cache_positions=None,
+              index=None):
+    """(h, kv) after the decoder blocks: one nn.scan (parameters stacked on a leading layer
+    axis) or a loop. kv, the key/value cache, is carried through them (see _decode_blocks)."""
     block = DecoderBlock
-    if self.remat != "none" and not decode:
+    if self.remat != "none" and kv is None:
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
     kwargs = dict(
         num_heads=self.num_heads, num_kv_heads=self.kv_heads, mlp_dim=self.mlp_dim, norm=self.norm,
@@ -302,14 +302,39 @@ class TransformerLM(nn.Module):
         rope_base=self.rope_base if self.positions == "rotary" else None,
         attention=self.attention, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
-        param_dtype=self.param_dtype, train=train, masked=masked, decode=decode)
+        param_dtype=self.param_dtype, train=train, masked=masked)
+    carry = (h, kv)
     if self.scan_layers:
-      scanned = nn.scan(block, variable_axes={"params": 0, "cache": 0},
-                        split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
-                        length=self.depth)
-      return scanned(**kwargs, name="blocks")(h, positions)[0]
+      scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=self.depth)
+      carry, _ = scanned(**kwargs, name="blocks")(carry, jnp.arange(self.depth), positions,
+                                                  cache_positions, index)
+      return carry
     for i in range(self.depth):
-      h = block(**kwargs, name=f"block{i}")(h, positions)[0]
+      carry, _ = block(**kwargs, name=f"block{i}")(carry, i, positions, cache_positions, index)
+    return carry
+
+  def _decode_blocks(self, h, positions):
+    """The blocks on a chunk of tokens that follows those in the 'cache' collection, which
+    is created (zeros, as long as the input) when the model is initialised with
+    decode=True; its length bounds the tokens one sequence can hold. The cache holds keys
+    and values of every layer stacked, (depth, B, L, kv_heads, head_dim), each slot's
+    position (B, L) and the next free slot."""
+    batch, chunk = positions.shape  # at init: the whole cache
+    shape = (self.depth, batch, chunk, self.kv_heads, self.width // self.num_heads)
+    initialized = self.has_variable("cache", "key")
+    keys = self.variable("cache", "key", jnp.zeros, shape, self.dtype)
+    values = self.variable("cache", "value", jnp.zeros, shape, self.dtype)
+    cache_positions = self.variable("cache", "positions", jnp.zeros, (batch, chunk), jnp.int32)
+    index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return self._blocks(h, positions, False, True)[0]
+    i = index.value
+    cache_positions.value = jax.lax.dynamic_update_slice(
+        cache_positions.value, positions.astype(jnp.int32), (0, i))
+    h, (keys.value, values.value) = self._blocks(
+        h, positions, False, True, (keys.value, values.value), cache_positions.value, i)
+    index.value = i + chunk
     return h
 
   def init_cache(self, batch_size: int, length: int):

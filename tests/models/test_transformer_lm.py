@@ -38,6 +38,15 @@ def llama_vars(init_vars):
   return init_vars(Llama(**TINY_LLAMA), jnp.zeros((1, TINY["max_len"]), jnp.int32))
 
 
+def unstacked(variables, depth):
+  """The variables of a scanned model laid out for scan_layers=False."""
+  scanned = variables["params"]
+  params = {k: v for k, v in scanned.items() if k != "blocks"}
+  for i in range(depth):
+    params[f"block{i}"] = jax.tree.map(lambda a: a[i], scanned["blocks"])
+  return {"params": params}
+
+
 def loss_fn(model, x, train=True):
   def fn(params):
     logits = model.apply({"params": params}, x[:, :-1], train=train)
@@ -163,13 +172,24 @@ def test_bfloat16_compute_returns_logits_in_bfloat16(learned_vars):
 def test_scanned_and_unscanned_models_give_the_same_loss(learned_vars, llama_vars):
   x = tokens((2, 9), seed=5)
   for cls, kwargs, variables in ((TransformerLM, TINY, learned_vars), (Llama, TINY_LLAMA, llama_vars)):
-    scanned = variables["params"]
-    unscanned = {k: v for k, v in scanned.items() if k != "blocks"}
-    for i in range(kwargs["depth"]):
-      unscanned[f"block{i}"] = jax.tree.map(lambda a: a[i], scanned["blocks"])
+    scanned, unscanned = variables["params"], unstacked(variables, kwargs["depth"])["params"]
     a, b = jit(lambda s, u: (loss_fn(cls(**kwargs), x)(s), loss_fn(cls(**kwargs, scan_layers=False), x)(u)))(
         scanned, unscanned)
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_scanned_program_does_not_grow_with_depth():
+  # What XLA compiles is one block in a loop, so compile time stays flat with depth.
+  x = jnp.zeros((2, 9), jnp.int32)
+
+  def program_size(**kwargs):
+    model = TransformerLM(**{**TINY, **kwargs})
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
+    return len(jax.jit(jax.grad(loss_fn(model, x))).lower(params).as_text())
+
+  shallow, deep = program_size(depth=2), program_size(depth=6)
+  assert deep < 1.1 * shallow
+  assert program_size(depth=6, scan_layers=False) > 2 * deep
 
 
 def test_remat_changes_neither_loss_nor_gradients(llama_vars):
@@ -183,10 +203,13 @@ def test_remat_changes_neither_loss_nor_gradients(llama_vars):
                  out[remat][1], out["none"][1])
 
 
-@pytest.mark.parametrize("which", ["transformer_lm", "llama"])
+@pytest.mark.parametrize("which", ["transformer_lm", "llama", "llama unscanned"])
 def test_decoding_with_the_cache_matches_the_full_forward(which, learned_vars, llama_vars):
-  model, variables = ((TransformerLM(**TINY), learned_vars) if which == "transformer_lm"
-                      else (Llama(**TINY_LLAMA), llama_vars))
+  model, variables = {
+      "transformer_lm": (TransformerLM(**TINY), learned_vars),
+      "llama": (Llama(**TINY_LLAMA), llama_vars),
+      "llama unscanned": (Llama(**TINY_LLAMA, scan_layers=False), unstacked(llama_vars, 2)),
+  }[which]
   x = tokens((2, 11), seed=7)
 
   def decode(variables, x):
@@ -204,9 +227,10 @@ def test_decoding_with_the_cache_matches_the_full_forward(which, learned_vars, l
 
   cached, full, cache = jit(decode)(variables, x)
   np.testing.assert_allclose(cached, full, atol=1e-5)
-  attn_cache = cache["blocks"]["attn"]
-  assert attn_cache["cached_key"].shape == (2, 2, 13, model.kv_heads, 32 // model.num_heads)
-  np.testing.assert_array_equal(attn_cache["cache_index"], [11, 11])  # one per layer
+  # Every layer's keys and values, stacked; then each slot's position and the next free slot.
+  assert cache["key"].shape == cache["value"].shape == (2, 2, 13, model.kv_heads, 32 // model.num_heads)
+  np.testing.assert_array_equal(cache["positions"][:, :11], np.broadcast_to(np.arange(11), (2, 11)))
+  assert int(cache["index"]) == 11
 
 
 def test_tiny_llama_overfits_a_fixed_batch(fit, llama_vars):
@@ -268,22 +292,28 @@ def test_sharded_loss_equals_the_one_device_loss(learned_vars):
 def test_language_model_loss_upcasts_bfloat16_logits():
   info = DatasetInfo(name="text_files", input_key="tokens", input_shape=(5,), input_dtype=np.int32,
                      num_classes=256, label_key="targets", split_sizes={})
-  config = ml_collections.ConfigDict({"loss": {"name": "softmax_cross_entropy"}, "metrics": ("loss",)})
-  exp = registry.get("experiment", "language_model")(config, info)
+  experiment = lambda smoothing: registry.get("experiment", "language_model")(  # noqa: E731
+      ml_collections.ConfigDict({"loss": {"name": "softmax_cross_entropy", "label_smoothing": smoothing},
+                                 "metrics": ("loss",)}), info)
+  plain, smooth = experiment(0.0), experiment(0.1)
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.normal(size=(3, 5, 256)) * 4, jnp.bfloat16)
   targets = jnp.asarray(rng.integers(0, 256, (3, 5)), jnp.int32)
   batch = {"tokens": targets, "targets": targets}
 
   def run(logits):
-    exact = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    f32 = logits.astype(jnp.float32)
+    exact = optax.softmax_cross_entropy_with_integer_labels(f32, targets)
+    smoothed = registry.get("loss", "softmax_cross_entropy")(f32, targets, label_smoothing=0.1)
     in_bf16 = optax.softmax_cross_entropy_with_integer_labels(logits, targets).astype(jnp.float32)
-    stats = exp.eval_statistics(logits, batch, jnp.ones((3,), bool))
-    return exact, in_bf16, exp.loss(logits, batch), stats["loss_sum"], exp.probabilities(logits)
+    stats = plain.eval_statistics(logits, batch, jnp.ones((3,), bool))
+    return (exact, smoothed, in_bf16, plain.loss(logits, batch), smooth.loss(logits, batch),
+            stats["loss_sum"], plain.probabilities(logits))
 
-  exact, in_bf16, loss, loss_sum, probs = jit(run)(logits)
+  exact, smoothed, in_bf16, loss, smooth_loss, loss_sum, probs = jit(run)(logits)
   assert not np.allclose(in_bf16, exact, rtol=1e-4)  # the error an upcast avoids
   assert loss.dtype == jnp.float32 and probs.dtype == jnp.float32
   np.testing.assert_allclose(loss, exact.mean(1), rtol=1e-6)
+  np.testing.assert_allclose(smooth_loss, smoothed.mean(1), rtol=1e-6)  # the registered loss's math
   np.testing.assert_allclose(loss_sum, exact.sum(), rtol=1e-6)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
