@@ -24,10 +24,15 @@ IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
 _SPLASH_MIN_BLOCK = 128
 
 
-def check_choice(field: str, value, choices, owner: str) -> None:
-  """UserError unless `value` is one of `choices` (a model field, named for the message)."""
+def _prefix(owner: str) -> str:
+  return f"{owner}: " if owner else ""
+
+
+def check_choice(field: str, value, choices, owner: str = "") -> None:
+  """UserError unless `value` is one of `choices` (a field of `owner`, named for the message)."""
   if value not in choices:
-    raise UserError(f"{owner}: {field} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    raise UserError(f"{_prefix(owner)}{field} must be one of {', '.join(map(repr, choices))}, "
+                    f"not {value!r}")
 
 
 def _cudnn_misfit(device, dtype, head_dim: int) -> str:
@@ -61,11 +66,14 @@ def _mesh_context():
   return mesh
 
 
-def choose(implementation: str, dtype, head_dim: int, owner: str = "attention") -> str:
-  """The kernel ('xla', 'cudnn' or 'pallas') that `implementation` means on this backend.
+def choose(implementation: str, dtype, head_dim: int, seq_len: int = _SPLASH_MIN_BLOCK,
+           owner: str = "") -> str:
+  """The kernel ('xla', 'cudnn' or 'pallas') that `implementation` means on this backend
+  for `seq_len` tokens of `head_dim` per head in `dtype`.
 
-  'auto' never fails: it takes cuDNN or splash only where they fit, else XLA. An
-  explicit 'cudnn' or 'pallas' that cannot run here is a UserError.
+  'auto' never fails: it takes cuDNN or splash only where they fit (splash from 128
+  tokens on: shorter ones would be mostly padding), else XLA. An explicit 'cudnn' or
+  'pallas' that cannot run here is a UserError.
   """
   check_choice("attention", implementation, IMPLEMENTATIONS, owner)
   device = jax.devices()[0]
@@ -74,17 +82,17 @@ def choose(implementation: str, dtype, head_dim: int, owner: str = "attention") 
       return "cudnn"
     # Without a mesh in context the kernel cannot be placed on sharded inputs
     # (Mosaic calls are not partitioned automatically), so several devices need one.
-    if (device.platform == "tpu" and _splash_module() is not None
+    if (device.platform == "tpu" and seq_len >= _SPLASH_MIN_BLOCK and _splash_module() is not None
         and (jax.device_count() == 1 or _mesh_context() is not None)):
       return "pallas"
     return "xla"
   if implementation == "cudnn":
     why = _cudnn_misfit(device, dtype, head_dim)
     if why:
-      raise UserError(f"{owner}: attention='cudnn' cannot run: {why}; use attention='auto' or 'xla'")
+      raise UserError(f"{_prefix(owner)}attention='cudnn' cannot run: {why}; use attention='auto' or 'xla'")
   if implementation == "pallas":
     if device.platform != "tpu" or _splash_module() is None:
-      raise UserError(f"{owner}: attention='pallas' is the TPU splash kernel and this backend is "
+      raise UserError(f"{_prefix(owner)}attention='pallas' is the TPU splash kernel and this backend is "
                       f"{device.platform}; use attention='auto' or 'xla'")
   return implementation
 

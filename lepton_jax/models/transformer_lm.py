@@ -106,7 +106,7 @@ class CausalSelfAttention(nn.Module):
       return attn_lib.explicit_attention(q, k, v, mask, drop)
     if mask is not None:
       return attn_lib.masked_attention(q, k, v, mask)
-    kernel = attn_lib.choose(self.attention, self.dtype, q.shape[-1])
+    kernel = attn_lib.choose(self.attention, self.dtype, q.shape[-1], q.shape[1])
     return attn_lib.causal_attention(q, k, v, kernel)
 
 

@@ -76,7 +76,8 @@ def test_parameter_layout_scanned_and_not():
   x = jnp.zeros((1, 8), jnp.int32)
   shapes = lambda model: jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]  # noqa: E731
   scanned, unscanned = shapes(TransformerLM(**TINY)), shapes(TransformerLM(**TINY, scan_layers=False))
-  assert scanned["blocks"]["attn"]["query"]["kernel"].shape == (2, 32, 2, 16)  # (depth, width, heads, head_dim)
+  # (depth, width, heads, head_dim)
+  assert scanned["blocks"]["attn"]["query"]["kernel"].shape == (2, 32, 2, 16)
   assert scanned["blocks"]["mlp"]["fc1"]["kernel"].shape == (2, 32, 64)
   assert set(unscanned) == {"token_embed", "pos_embed", "block0", "block1", "ln_final"}
   assert unscanned["block1"]["attn"]["query"]["kernel"].shape == (32, 2, 16)
@@ -95,8 +96,9 @@ def test_causal_masking_prefixes_and_positions(which, learned_vars, llama_vars):
   # Without position information a causal model cannot tell "a b b" from
   # "b a b" at the last position (same multiset of visible tokens).
   swapped = jnp.asarray([[7, 9, 9], [9, 7, 9]], jnp.int32)
-  a, b, prefix, orders = jit(lambda v, x, y, z: (model.apply(v, x), model.apply(v, y), model.apply(v, x[:, :7]),
-                                                 model.apply(v, z)))(variables, x, changed, swapped)
+  run = lambda v, x, y, z: (model.apply(v, x), model.apply(v, y), model.apply(v, x[:, :7]),  # noqa: E731
+                            model.apply(v, z))
+  a, b, prefix, orders = jit(run)(variables, x, changed, swapped)
   assert a.shape == (2, 16, 256) and a.dtype == jnp.float32
   np.testing.assert_allclose(a[:, :k], b[:, :k], atol=1e-5)  # the past cannot see the future
   assert not np.allclose(a[:, k:], b[:, k:], atol=1e-3)
