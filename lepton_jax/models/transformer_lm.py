@@ -4,7 +4,7 @@ other fields, Llama style (`llama`, in llama.py): one implementation.
 Speed: attention runs through `attention.causal_attention` (cuDNN flash attention on NVIDIA
 GPUs, the Pallas splash kernel on TPU, XLA elsewhere); the decoder blocks are one `nn.scan`
 (compile time does not grow with depth), optionally rematerialised; logits come back in the
-compute dtype (the loss upcasts, so no f32 copy of (B, T, vocab) is kept).
+compute dtype (the LM loss upcasts to f32 inside its reductions).
 
 Decoding: `apply(..., decode=True, positions=..., mutable=['cache'])` runs a chunk of tokens
 against a key/value cache (`init_cache`); `sampling.generate` drives it.
@@ -243,7 +243,7 @@ class TransformerLM(nn.Module):
                            ("mlp", ("gelu", "swiglu")), ("remat", tuple(REMAT_POLICIES)),
                            ("attention", attn_lib.IMPLEMENTATIONS)):
       attn_lib.check_choice(field, getattr(self, field), choices, self.kind)
-    if self.width % self.num_heads:
+    if self.num_heads <= 0 or self.width % self.num_heads:
       raise UserError(f"{self.kind}: width {self.width} is not divisible by num_heads "
                       f"{self.num_heads}; change model.width or model.num_heads")
     if self.kv_heads < 0 or self.num_heads % self.kv_heads:
