@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # training metrics and the progress line every N steps
   c.eval_every_steps = -1  # evaluate every N steps and at the end; -1: every epoch; 0: at the end only
   c.checkpoint_every_steps = -1  # save every N steps and at the end; -1: every epoch; 0: at the end only
-  c.dtype = "float32"  # compute dtype: float32 or bfloat16
+  c.dtype = "float32"  # compute dtype: float32, bfloat16, or auto (bfloat16 on GPUs and TPUs, float32 on CPU)
   c.param_dtype = "float32"  # parameter (and optimizer state) dtype
   c.metrics = ("loss", "accuracy", "precision", "recall", "f1")  # eval metrics (registered names)
   c.ema_decay = 0.0  # evaluate an exponential moving average of the params with this decay; 0: off

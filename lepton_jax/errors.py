@@ -17,9 +17,14 @@ class UserError(Exception):
 
 
 class TrainingDiverged(UserError):
-  """A non-finite loss, gradient or state: the run stops without saving it (exit status 3)."""
+  """A non-finite loss, gradient or state: the run stops without saving it (exit status 3).
+  `step`: the first step whose loss or gradient was not finite, when that is known."""
 
   exit_code = 3
+
+  def __init__(self, message: str, step: int | None = None):
+    super().__init__(message)
+    self.step = step
 
 
 def warn(message: str) -> None:

@@ -46,9 +46,10 @@ class Evaluator:
     data = pipeline.EvalData(self.dataset, split, task.eval_batch_size, task.layout)
     to_device = lambda batch: pipeline.make_global(batch, task.batch_sharding)  # noqa: E731
     stats = None
-    for batch in pipeline.prefetch(data.batches(), to_device, task.config.data.prefetch):
-      batch_stats = task.eval_step(state, batch)
-      stats = batch_stats if stats is None else _add(stats, batch_stats)
+    with task.tracing_context():
+      for batch in pipeline.prefetch(data.batches(), to_device, task.config.data.prefetch):
+        batch_stats = task.eval_step(state, batch)
+        stats = batch_stats if stats is None else _add(stats, batch_stats)
     stats = {k: np.asarray(v) for k, v in jax.device_get(stats).items()}
     if int(round(float(stats["count"]))) != data.num_examples:
       raise RuntimeError(f"evaluated {stats['count']} examples of {split!r}, expected "

@@ -10,6 +10,7 @@ writes nothing: the numbers it needs from the data (dataset statistics in the op
 resolved beforehand and passed in.
 """
 
+import contextlib
 import dataclasses
 import math
 from typing import Any, Callable
@@ -67,6 +68,13 @@ class Task:
   @property
   def eval_batch_size(self) -> int:
     return self.config.eval.batch_size or self.config.batch_size
+
+  def tracing_context(self):
+    """Where the steps are traced: on TPU inside the mesh, so that attention='auto' can run the
+    Pallas splash kernel per shard (elsewhere nothing needs it)."""
+    if self.mesh.devices.flat[0].platform == "tpu":
+      return jax.set_mesh(self.mesh)
+    return contextlib.nullcontext()
 
   @property
   def init_rng(self) -> jax.Array:

@@ -59,11 +59,12 @@ from lepton_jax.checkpoint.integrity import (all_finite, check_fits, checksum_ar
                                           compile_checksums, metadata_shapes, verify_checksums)
 from lepton_jax.checkpoint.writer import (WRITER_PRIORITIES, OrbaxThread, resolve_priority,
                                           state_handler)
-from lepton_jax.errors import TrainingDiverged, UserError, first_line, warn
+from lepton_jax.errors import TrainingDiverged, UserError, warn
 from lepton_jax.run_record import absolute_path
 
 STATE, META = "state", "meta"
 CORRUPT_DIR = "checkpoints_corrupt"
+DIVERGED_DIR = "checkpoints_diverged"
 
 
 class _QuietMissingMetrics(logging.Filter):
@@ -73,16 +74,33 @@ class _QuietMissingMetrics(logging.Filter):
     return "did not provide metrics" not in record.getMessage()
 
 
+class _QuietReportedFailures(logging.Filter):
+  """Orbax logs each failed background write with a traceback, from every thread it passes
+  through; the same error reaches the Checkpointer (poll, wait, close), which reports it in one
+  line. Orbax's other messages pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and record.levelno >= logging.ERROR
+                and "orbax" in (record.pathname or ""))
+
+
 def _quiet_orbax() -> None:
-  """Installs the filter once, when the first Checkpointer opens (not at import)."""
+  """Installs the filters once, when the first Checkpointer opens (not at import)."""
   absl_logger = logging.getLogger("absl")
-  if not any(isinstance(f, _QuietMissingMetrics) for f in absl_logger.filters):
-    absl_logger.addFilter(_QuietMissingMetrics())
+  for quiet in (_QuietMissingMetrics, _QuietReportedFailures):
+    if not any(isinstance(f, quiet) for f in absl_logger.filters):
+      absl_logger.addFilter(quiet())
+  noise.ignore_abandoned_writes()
 
 
 def describe(e: BaseException) -> str:
-  """`Type: first line` of an exception, for one-line warnings."""
-  return f"{type(e).__name__}: {first_line(e)}"
+  """`Type: first line` of an exception, for one-line warnings; a long line keeps its end, where
+  TensorStore puts the system's reason (No space left on device, File too large...)."""
+  lines = str(e).strip().splitlines()
+  text = lines[0] if lines else ""
+  if len(text) > 300:
+    text = f"{text[:180]} ... {text[-100:]}"
+  return f"{type(e).__name__}: {text}"
 
 
 @dataclasses.dataclass
@@ -136,6 +154,7 @@ class Checkpointer:
     self._checksums = None  # compiled by restore_latest for the run's state
     self._pending = None  # the writer thread's save in progress (lowered writer)
     self._in_flight = None  # step of the save Orbax may still be writing in the background
+    self._failed = False  # a save failed and was reported: closing must not report it again
     self._async = async_save
     self.keep_best = keep_best
     worst = -math.inf if best_mode == "max" else math.inf
@@ -208,7 +227,8 @@ class Checkpointer:
     self._in_flight = step
     if self._writer.lowered and self._async and jax.process_count() == 1:
       snapshot = _snapshot(state)
-      self._pending = self._writer.submit(self._save_now, step, snapshot, all_finite(snapshot),
+      self._pending = self._writer.submit(self._save_and_commit, step, snapshot,
+                                          all_finite(snapshot),
                                           checksum_array(snapshot, self._checksums), meta,
                                           metrics, force)
     else:
@@ -227,6 +247,12 @@ class Checkpointer:
                                                       META: ocp.args.JsonSave(meta)}),
                       metrics=metrics, force=force)
 
+  def _save_and_commit(self, *args) -> None:
+    """On the writer thread: the save, then the wait for its commit, so that the loop learns of
+    a failed write (`poll`) as soon as it happens, without ever waiting for it."""
+    self._save_now(*args)
+    self.manager.wait_until_finished()
+
   def poll(self) -> None:
     """Raises at once when a save has failed (a full disk, lost permissions): the run must not
     go on without checkpoints. Costs nothing while no save is in progress."""
@@ -235,15 +261,17 @@ class Checkpointer:
     if self._in_flight is not None and self._pending is None and (
         not self.manager.is_saving_in_progress()):
       step, self._in_flight = self._in_flight, None
-      self._surface(step, self.manager.check_for_errors)
+      self._surface(step, self.manager.wait_until_finished)  # finished: raises only its error
 
   def _surface(self, step: int, fn) -> None:
     """Calls fn; an error of a save becomes the one line that stops the run."""
     try:
       fn()
     except UserError:
+      self._failed = True
       raise
     except Exception as e:  # noqa: BLE001  (anything from the file system or Orbax)
+      self._failed = True
       raise UserError(f"checkpoint {step} could not be saved ({describe(e)}); the last committed "
                       f"checkpoint ({self.latest_step()}) is intact; free disk space or fix "
                       f"{self.directory}'s permissions, then run the same command") from e
@@ -284,18 +312,38 @@ class Checkpointer:
     return _read_json(self.step_dir(step) / META / "metadata")
 
   def close(self) -> None:
+    reported = self._failed
     try:
       self._finish_pending()
-    except Exception as e:  # noqa: BLE001  (close runs in `finally`: don't hide the first error)
-      warn(f"the last checkpoint could not be saved ({describe(e)})")
-    self.manager.close()
+    except UserError as e:  # close runs in `finally`: warn, don't hide the first error
+      if not reported:
+        warn(str(e))
+    try:
+      self.manager.close()  # waits for the last background write
+    except Exception as e:  # noqa: BLE001
+      if not self._failed:
+        warn(f"the last checkpoint could not be saved ({describe(e)})")
     self._writer.close()
 
   def __enter__(self) -> "Checkpointer":
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if isinstance(exc, TrainingDiverged) and exc.step is not None:
+      self._set_aside_diverged(exc.step)
     self.close()
+
+  def _set_aside_diverged(self, step: int) -> None:
+    """After a non-finite loss at `step`: the checkpoints from step - 1 on hold parameters whose
+    next loss was not finite (finite numbers can be too large), so resuming them would diverge
+    again. They are moved out of the way, not deleted."""
+    try:
+      self.wait()
+    except UserError:
+      pass  # a save that failed as well: what committed is what is moved
+    bad = [s for s in self.all_steps() if s >= step - 1]
+    if bad:
+      self._set_aside(bad, DIVERGED_DIR, "whose next loss was not finite")
 
   # ------------------------------------------------------------------ restore
   def state_metadata(self, step: int) -> dict:
@@ -363,21 +411,21 @@ class Checkpointer:
                     f"{', '.join(map(str, steps))} all failed to restore, see the warnings "
                     "above); move it away to start afresh")
 
-  def _set_aside(self, steps: list[int]) -> None:
-    """Moves unreadable checkpoints out of the way. Nothing is ever deleted: one that cannot be
-    read here may be intact (permissions, another file system), so what cannot be moved stays
-    where it is, with a warning."""
+  def _set_aside(self, steps: list[int], into: str = CORRUPT_DIR, why: str = "unreadable") -> None:
+    """Moves checkpoints out of the way (`why`: what is wrong with them). Nothing is ever
+    deleted: one that cannot be read here may be intact (permissions, another file system), so
+    what cannot be moved stays where it is, with a warning."""
     if jax.process_index() == 0:
-      target_dir = self.workdir / CORRUPT_DIR
+      target_dir = self.workdir / into
       for step in steps:
         source = self.step_dir(step)
         target = target_dir / f"{step}-{int(time.time())}"
         try:
           target_dir.mkdir(parents=True, exist_ok=True)
           source.rename(target)
-          warn(f"moved unreadable checkpoint {source} to {target}")
+          warn(f"moved checkpoint {source} ({why}) to {target}")
         except Exception as e:  # noqa: BLE001  (e.g. gs:// has no directory rename)
-          warn(f"left unreadable checkpoint {source} in place (could not move it: {describe(e)}); "
+          warn(f"left checkpoint {source} ({why}) in place (could not move it: {describe(e)}); "
                f"training will not overwrite step {step}: move it away yourself to save it again")
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("lepton_jax:checkpoints_set_aside")

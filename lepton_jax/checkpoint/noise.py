@@ -9,6 +9,7 @@ passes on everything but those tracebacks, so the user sees only the warning tha
 checkpoint was skipped and why.
 """
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -63,3 +64,45 @@ def quiet_failed_reads():
       if text:
         sys.stderr.write(text)
         sys.stderr.flush()
+
+
+def _abandoned_write(unraisable) -> bool:
+  """An Orbax or TensorStore coroutine collected without finishing (a failed save's writes,
+  dropped when the process stops): nothing the user can act on."""
+  code = getattr(unraisable.object, "cr_code", None)
+  return code is not None and any(m in code.co_filename for m in ("orbax", "tensorstore"))
+
+
+def _drop_callbacks_on_closed_loops() -> None:
+  """When Orbax gives up on a read or write, it closes the event loop that awaited TensorStore
+  while other TensorStore operations are still in flight; when those finish, TensorStore's
+  threads call `loop.call_soon_threadsafe` on the closed loop, and the RuntimeError is printed
+  from C++ with a traceback. A closed loop can run nothing: the callback is dropped instead."""
+  loop_class = asyncio.base_events.BaseEventLoop
+  original = loop_class.call_soon_threadsafe
+  if getattr(original, "lepton_quiet", False):
+    return
+
+  def call_soon_threadsafe(self, callback, *args, **kwargs):
+    if self.is_closed():
+      return None
+    return original(self, callback, *args, **kwargs)
+
+  call_soon_threadsafe.lepton_quiet = True
+  loop_class.call_soon_threadsafe = call_soon_threadsafe
+
+
+def ignore_abandoned_writes() -> None:
+  """Leaves the unraisable exceptions of abandoned writes unprinted; every other goes to the
+  hook that was installed before (idempotent)."""
+  previous = sys.unraisablehook
+  if getattr(previous, "lepton_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not _abandoned_write(unraisable):
+      previous(unraisable)
+
+  hook.lepton_quiet = True
+  sys.unraisablehook = hook
+  _drop_callbacks_on_closed_loops()

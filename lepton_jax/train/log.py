@@ -27,7 +27,7 @@ def raise_if_diverged(history: list[tuple[int, dict]]) -> None:
       if name in metrics and not np.isfinite(metrics[name]):
         raise TrainingDiverged(f"training diverged: {name} is {metrics[name]} at step {step}; "
                                "the last good checkpoint is kept; lower the learning rate or "
-                               "clip gradients (optimizer.grad_clip_norm)")
+                               "clip gradients (optimizer.grad_clip_norm)", step=step)
 
 
 _stack = jax.jit(lambda rows: jax.tree.map(lambda *xs: jnp.stack(xs), *rows))
