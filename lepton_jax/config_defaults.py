@@ -71,10 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep_best = 1  # also keep the N best by eval.best_metric/eval.best_mode; 0: none
   c.checkpoint.async_save = True  # write checkpoints in the background while training goes on
   c.checkpoint.compress = False  # zstd-compress the arrays (float weights barely shrink; costs CPU)
-  # On the CPU backend the writer and the train step share the cores: an idle-priority writer
-  # (Linux SCHED_IDLE) uses only the cycles training leaves free. If other programs keep every
-  # core busy, an idle writer waits for them: choose normal there.
-  c.checkpoint.writer_priority = "auto"  # idle, normal, or auto: idle on the CPU backend
+  # On the CPU backend the writer and the train step share the cores: a low-priority writer
+  # (nice 10) yields them to training but keeps a share when other programs keep every core busy;
+  # 'idle' (SCHED_IDLE) uses only free cycles and then waits for those programs.
+  c.checkpoint.writer_priority = "auto"  # low, idle, normal, or auto: low on the CPU backend
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax_cross_entropy"  # registered loss
