@@ -312,12 +312,10 @@ class Checkpointer:
     return _read_json(self.step_dir(step) / META / "metadata")
 
   def close(self) -> None:
-    reported = self._failed
     try:
       self._finish_pending()
     except UserError as e:  # close runs in `finally`: warn, don't hide the first error
-      if not reported:
-        warn(str(e))
+      warn(str(e))
     try:
       self.manager.close()  # waits for the last background write
     except Exception as e:  # noqa: BLE001
