@@ -30,6 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # compute dtype: float32, bfloat16, or auto (bfloat16 on GPUs and TPUs, float32 on CPU)
   c.param_dtype = "float32"  # parameter (and optimizer state) dtype
   c.metrics = ("loss", "accuracy", "precision", "recall", "f1")  # eval metrics (registered names)
+  # Train steps per dispatch: one jitted program runs this many steps where nothing is due in
+  # between (small models on accelerators, whose steps are shorter than the host's work).
+  c.steps_per_dispatch = 0  # 0: auto (1 on CPU; on accelerators from the step's FLOPs); N: N
   c.ema_decay = 0.0  # evaluate an exponential moving average of the params with this decay; 0: off
   c.init_from = ""  # start from this checkpoint (a workdir or a checkpoint step dir); '' = fresh
   c.init_from_params = ".*"  # regex on parameter paths: which parameters init_from loads

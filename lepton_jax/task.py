@@ -12,6 +12,7 @@ resolved beforehand and passed in.
 
 import contextlib
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -96,7 +97,8 @@ class Task:
                       "(only at the end)")
     return value
 
-  def train_flops_per_device(self) -> tuple[float, tuple[str, ...]]:
+  @functools.cached_property
+  def train_flops(self) -> tuple[float, tuple[str, ...]]:
     """(model FLOPs of one train step per device, ops the count cannot see).
 
     Counted from the traced forward pass of the global batch (3x: forward and backward), so the

@@ -118,7 +118,7 @@ class TrainLog:
   def compiled(self, seconds: float) -> None:
     """Reports the compile and the figures MFU is computed from."""
     self.compile_seconds = seconds
-    self.flops, opaque = self.task.train_flops_per_device()
+    self.flops, opaque = self.task.train_flops
     if opaque:
       warn(f"MFU leaves out {', '.join(opaque)} (kernels no FLOP count can see)")
     self.peak, source = perf.peak_flops(self.device, self.task.config.perf.peak_flops)
