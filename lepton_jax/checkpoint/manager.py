@@ -277,7 +277,7 @@ class Checkpointer:
                       f"{self.directory}'s permissions, then run the same command") from e
 
   def _finish_pending(self) -> None:
-    """Waits for the writer to have handed the last save to Orbax (raising its error)."""
+    """Waits for the writer thread's save to have committed (raising its error)."""
     pending, self._pending = self._pending, None
     if pending is not None:
       self._surface(self._in_flight, pending.result)
