@@ -27,9 +27,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # training metrics and the progress line every N steps
   c.eval_every_steps = -1  # evaluate every N steps and at the end; -1: every epoch; 0: at the end only
   c.checkpoint_every_steps = -1  # save every N steps and at the end; -1: every epoch; 0: at the end only
-  c.dtype = "float32"  # compute dtype: float32 or bfloat16
+  c.dtype = "float32"  # compute dtype: float32, bfloat16, or auto (bfloat16 on GPUs and TPUs, float32 on CPU)
   c.param_dtype = "float32"  # parameter (and optimizer state) dtype
   c.metrics = ("loss", "accuracy", "precision", "recall", "f1")  # eval metrics (registered names)
+  # Train steps per dispatch: one jitted program runs this many steps where nothing is due in
+  # between (small models on accelerators, whose steps are shorter than the host's work).
+  c.steps_per_dispatch = 0  # 0: auto (1 on CPU; on accelerators from the step's FLOPs); N: N
   c.ema_decay = 0.0  # evaluate an exponential moving average of the params with this decay; 0: off
   c.init_from = ""  # start from this checkpoint (a workdir or a checkpoint step dir); '' = fresh
   c.init_from_params = ".*"  # regex on parameter paths: which parameters init_from loads
@@ -78,10 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep_best = 1  # also keep the N best by eval.best_metric/eval.best_mode; 0: none
   c.checkpoint.async_save = True  # write checkpoints in the background while training goes on
   c.checkpoint.compress = False  # zstd-compress the arrays (float weights barely shrink; costs CPU)
-  # On the CPU backend the writer and the train step share the cores: an idle-priority writer
-  # (Linux SCHED_IDLE) uses only the cycles training leaves free. If other programs keep every
-  # core busy, an idle writer waits for them: choose normal there.
-  c.checkpoint.writer_priority = "auto"  # idle, normal, or auto: idle on the CPU backend
+  # On the CPU backend the writer and the train step share the cores: a low-priority writer
+  # (nice 10) yields them to training but keeps a share when other programs keep every core busy;
+  # 'idle' (SCHED_IDLE) uses only free cycles and then waits for those programs.
+  c.checkpoint.writer_priority = "auto"  # low, idle, normal, or auto: low on the CPU backend
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax_cross_entropy"  # registered loss

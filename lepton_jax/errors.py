@@ -16,6 +16,17 @@ class UserError(Exception):
   exit_code = 2
 
 
+class TrainingDiverged(UserError):
+  """A non-finite loss, gradient or state: the run stops without saving it (exit status 3).
+  `step`: the first step whose loss or gradient was not finite, when that is known."""
+
+  exit_code = 3
+
+  def __init__(self, message: str, step: int | None = None):
+    super().__init__(message)
+    self.step = step
+
+
 def warn(message: str) -> None:
   """Prints `warning: <message>` to stderr, once per run (on process 0 only)."""
   if jax.process_index() == 0:

@@ -60,7 +60,7 @@ class Evaluator:
     # Batches go to the devices from this thread: the step runs asynchronously meanwhile, and
     # the workers read ahead. (Consumed from another thread, Grain's worker processes were
     # seen to leave shared memory behind.)
-    with self.batches(split) as batches:
+    with self.batches(split) as batches, task.tracing_context():
       num_examples = batches.num_examples
       for batch in batches:
         batch_stats = task.eval_step(state, pipeline.make_global(batch, task.batch_sharding))
@@ -156,6 +156,7 @@ def evaluate_workdir(config, workdir: str, checkpoint="latest", split: str | Non
   paths = write_results(workdir, split, step, metrics, stats, info.label_names) if (
       write and is_primary) else {}
   if verbose and is_primary:
+    print(f"restored checkpoint {step} ({select.describe_choice(workdir, checkpoint, step, config)})")
     n = int(round(float(stats["count"])))
     print(format_table(metrics, f"eval of {workdir} checkpoint {step} on {split!r} ({n:,} examples)"))
     for path in paths.values():

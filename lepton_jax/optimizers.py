@@ -80,9 +80,17 @@ def step_decay(cfg, total_steps):
 # --- optimizers: fn(opt_config, schedule) -> optax.GradientTransformation ----------------
 
 
+NO_DECAY = ("bias", "scale")  # biases and normalization scales
+
+
 def decay_mask(params):
-  """True for parameters that get weight decay: kernels/embeddings, not biases/scales."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  """True for parameters that get weight decay: kernels and embeddings, not biases or norm scales.
+  Decided by name as well as shape: scanned layers stack biases into 2-D arrays."""
+  def decays(path, p):
+    last = path[-1]
+    name = str(getattr(last, "key", getattr(last, "name", last)))
+    return p.ndim > 1 and name not in NO_DECAY
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 @registry.register("optimizer", "sgd")

@@ -175,10 +175,11 @@ class Profiler:
     self.start = start_step
     self.stop = start_step + num_steps
     self.enabled = enabled and start_step >= 0 and num_steps > 0
-    self.active = False
+    self.active = self.done = False
 
   def before_step(self, step: int) -> None:
-    if self.enabled and step == self.start and not self.active:
+    """Starts the trace at the first step at or after start_step (dispatches may run several)."""
+    if self.enabled and self.start <= step < self.stop and not self.active and not self.done:
       jax.profiler.start_trace(self.dir)
       self.active = True
 
@@ -186,7 +187,7 @@ class Profiler:
     if self.active and step + 1 >= self.stop:
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
-      self.active = False
+      self.active, self.done = False, True
 
   def close(self) -> None:
     if self.active:

@@ -194,16 +194,23 @@ class Predictor(predict_inputs.InputFiles):
       self._logits_fn = fn
     return self._logits_fn
 
-  def generate(self, prompt: str, max_new_tokens: int = 100, temperature: float = 1.0,
-               top_k: int = 0, seed: int = 0) -> str:
-    """A sampled continuation of `prompt` (text), `max_new_tokens` tokens long."""
+  def generate(self, prompts: Sequence[str], max_new_tokens: int = 100, temperature: float = 1.0,
+               top_k: int = 0, seed: int = 0) -> list[str]:
+    """A sampled continuation of each prompt (text), `max_new_tokens` tokens long, all prompts
+    in one batch. Models with a decode mode sample with a KV cache."""
     codec = self.codec
+    tokens = [codec.encode(p) for p in prompts]
     # The window never exceeds the length the model was trained on (learned positions
     # cannot go further; rotary ones were not trained to).
     max_len = getattr(self.model.module, "max_len", None) or (self.info.input_shape or (None,))[0]
-    new = sampling.sample(self.logits_fn(), codec.encode(prompt), max_new_tokens,
-                          temperature=temperature, top_k=top_k, seed=seed, max_len=max_len)
-    return codec.decode(new)
+    if self.task.op_specs.preprocess:  # the model sees preprocessed tokens: re-run the window
+      new = [sampling.sample(self.logits_fn(), t, max_new_tokens, temperature=temperature,
+                             top_k=top_k, seed=seed, max_len=max_len) for t in tokens]
+    else:
+      variables = {"params": self.variables["params"], **self.variables["model_state"]}
+      new = sampling.generate(self.model.module, variables, tokens, max_new_tokens, temperature,
+                              top_k, seed, max_len=max_len)
+    return [codec.decode(n) for n in new]
 
 
 def load(workdir, checkpoint="latest", batch_size: int | None = None) -> Predictor:
@@ -267,12 +274,11 @@ def main(argv: list[str]) -> int:
     raise UserError(f"--batch_size={args.batch_size} must be >= 1")
   predictor = load(args.workdir, args.checkpoint, args.batch_size)
   if predictor.language_model:
-    out = []
-    for text in args.inputs:
-      prompt = epath.Path(text).read_text() if text.endswith(".txt") and os.path.isfile(text) else text
-      continuation = predictor.generate(prompt, args.max_new_tokens, args.temperature,
-                                        args.top_k or 0, args.seed)
-      out.append({"prompt": prompt, "continuation": continuation})
+    prompts = [epath.Path(t).read_text() if t.endswith(".txt") and os.path.isfile(t) else t
+               for t in args.inputs]
+    continuations = predictor.generate(prompts, args.max_new_tokens, args.temperature,
+                                       args.top_k or 0, args.seed)
+    out = [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)]
     if args.json:
       print(json.dumps(out, indent=2))
     else:

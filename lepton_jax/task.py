@@ -10,7 +10,9 @@ writes nothing: the numbers it needs from the data (dataset statistics in the op
 resolved beforehand and passed in.
 """
 
+import contextlib
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -68,6 +70,13 @@ class Task:
   def eval_batch_size(self) -> int:
     return self.config.eval.batch_size or self.config.batch_size
 
+  def tracing_context(self):
+    """Where the steps are traced: on TPU inside the mesh, so that attention='auto' can run the
+    Pallas splash kernel per shard (elsewhere nothing needs it)."""
+    if self.mesh.devices.flat[0].platform == "tpu":
+      return jax.set_mesh(self.mesh)
+    return contextlib.nullcontext()
+
   @property
   def init_rng(self) -> jax.Array:
     return jax.random.PRNGKey(self.config.seed)
@@ -88,7 +97,8 @@ class Task:
                       "(only at the end)")
     return value
 
-  def train_flops_per_device(self) -> tuple[float, tuple[str, ...]]:
+  @functools.cached_property
+  def train_flops(self) -> tuple[float, tuple[str, ...]]:
     """(model FLOPs of one train step per device, ops the count cannot see).
 
     Counted from the traced forward pass of the global batch (3x: forward and backward), so the

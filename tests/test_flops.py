@@ -38,12 +38,15 @@ def test_grouped_conv_counts_the_input_features_of_one_group():
 
 def test_causal_attention_counts_the_full_score_matrix():
   batch, seq, width, heads = 2, 64, 32, 4
-  attn = transformer_lm.CausalSelfAttention(num_heads=heads)
+  attn = transformer_lm.CausalSelfAttention(num_heads=heads, num_kv_heads=heads, attention="xla")
   x = jax.ShapeDtypeStruct((batch, seq, width), jnp.float32)
+  positions = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
   projections = 4 * 2 * batch * seq * width * width  # q, k, v, out
   scores = flops.attention_flops(batch, heads, seq, seq, width // heads)
   assert scores == 4 * batch * seq * seq * width  # QK^T and PV over all T x T scores
-  assert flops.forward_flops(attn.apply, _abstract_init(attn, x), x) == projections + scores
+  variables = jax.eval_shape(attn.init, jax.random.PRNGKey(0), x, positions)
+  forward = lambda v, x, p: attn.apply(v, x, p)[0]  # noqa: E731  (the output, not the cache)
+  assert flops.forward_flops(forward, variables, x, positions) == projections + scores
 
 
 def test_transformer_train_step_matches_6n_plus_12ltd():

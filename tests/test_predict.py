@@ -254,7 +254,7 @@ def test_language_model_cli(data_dir, tmp_path, capsys):
   workdir = str(tmp_path / "lm")
   _, task = task_testlib.build(config)
   run_record.prepare(workdir)
-  run_record.write(workdir, config, task.run_record())
+  run_record.write(workdir, config, task.run_record(), resuming=False)
   checkpointer = checkpointing.Checkpointer(workdir)
   checkpointer.save(0, task.init_state(task.init_rng))
   checkpointer.wait()

@@ -63,7 +63,7 @@ class FakePredictor(predict.Predictor):
   def __init__(self):  # no workdir, checkpoint or model
     self.info = DatasetInfo(name="digits", input_key="image", input_shape=(8, 8, 1),
                             input_dtype=np.dtype(np.uint8), num_classes=10, split_sizes={})
-    self.experiment = types.SimpleNamespace()
+    self.experiment = types.SimpleNamespace(generative=False, binary=False)
     self.config = types.SimpleNamespace(experiment="classification")
     self.step = 0
 

@@ -150,3 +150,31 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, t
   assert stopped % 5 == 0  # at a log step, where the processes compare their flags
   assert lib.checkpoint_steps(workdir)[-1] == stopped
   assert int(lib.read_state(workdir)[1]["['step']"]) == stopped
+
+
+class StopAfterCalls:
+  """A stop_requested callable: true at its n-th call (the loop asks once per dispatch)."""
+
+  def __init__(self, n: int):
+    self.calls, self.n = 0, n
+
+  def __call__(self) -> bool:
+    self.calls += 1
+    return self.calls == self.n
+
+
+def test_several_steps_per_dispatch_log_every_step_and_resume_exactly(reference, data_dir,
+                                                                      tmp_path):
+  ref_dir, _ = reference  # one step per dispatch
+  config, devices = lib.tiny_config(data_dir, steps_per_dispatch=4), jax.devices()[:1]
+  uninterrupted = str(tmp_path / "four")
+  train.train_and_evaluate(config, uninterrupted, devices=devices)
+  # The same numbers as one step per dispatch: every step logged, the same state at the end.
+  lib.assert_same_metrics(uninterrupted, ref_dir)
+  lib.assert_states_equal(lib.read_state(uninterrupted)[1], lib.read_state(ref_dir)[1])
+  workdir = str(tmp_path / "stopped")
+  with pytest.raises(train.Preempted):  # after the 3rd dispatch: mid-interval
+    train.train_and_evaluate(config, workdir, devices=devices, stop_requested=StopAfterCalls(3))
+  train.train_and_evaluate(config, workdir, devices=devices)
+  lib.assert_states_equal(lib.read_state(workdir)[1], lib.read_state(uninterrupted)[1])
+  lib.assert_same_metrics(workdir, uninterrupted)

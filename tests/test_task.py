@@ -81,18 +81,15 @@ def test_predict_rebuilds_the_training_task(data_dir, tmp_path):
   assert task.param_count == record["param_count"]
 
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
+MNIST_DIR = os.path.join(os.path.dirname(lib.REPO), "shared", "data", "mnist")
 
 
-@pytest.mark.skipif(not all(os.path.exists(os.path.join(lib.REPO, "..", "shared", "data", "mnist",
-                                                        f)) for f in MNIST_FILES),
+@pytest.mark.skipif(not os.path.exists(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz")),
                     reason="the MNIST IDX files are not beside the repository")
 def test_eval_of_an_mnist_run_never_reads_the_train_split(data_dir, tmp_path, monkeypatch):
   config = config_lib.load(os.path.join(lib.REPO, "configs", "mnist_cnn.py"))
   config_lib.apply_overrides(config, [
-      ("data.data_dir", data_dir), ("data.manual_dir", os.path.join(lib.REPO, "..", "shared", "data",
-                                                                    "mnist")),
+      ("data.data_dir", data_dir), ("data.manual_dir", MNIST_DIR),
       ("num_train_steps", "3"), ("log_every_steps", "3"), ("eval_every_steps", "3"),
       ("checkpoint_every_steps", "3"), ("optimizer.warmup_steps", "1"),
       ("eval.split", "test[:256]"), ("data.on_device_max_mb", "0")])
@@ -109,7 +106,6 @@ def test_eval_of_an_mnist_run_never_reads_the_train_split(data_dir, tmp_path, mo
   metrics = main.main(["--config", os.path.join(lib.REPO, "configs", "mnist_cnn.py"), "--workdir",
                        workdir, "--mode=eval"] + [f"--config.{k}={v}" for k, v in [
                            ("data.data_dir", data_dir), ("eval.split", "test[:256]"),
-                           ("data.manual_dir", os.path.join(lib.REPO, "..", "shared", "data",
-                                                            "mnist"))]])
+                           ("data.manual_dir", MNIST_DIR)]])
   assert metrics == 0
   assert reads and all(not r.startswith("train") for r in reads), reads

@@ -1,49 +1,33 @@
-"""Keras 3 on TensorFlow peer of the seed MNIST CNN: images/s of `model.fit`.
+"""Keras 3 on TensorFlow peer of the seed MNIST CNN: `model.fit` images/s, timed like lepton_jax.bench.
 
-    KERAS_BACKEND=tensorflow python benchmarks/peers/bench_keras_tf.py [--epochs 3]
+    KERAS_BACKEND=tensorflow /work/main/.venv/bin/python benchmarks/peers/bench_keras_tf.py \
+        [--steps 100] [--repeats 5] [--jit-compile auto|true|false] [--mnist-dir ../shared/data/mnist]
 
-Same model and optimizer as benchmarks/bench_pooling.py: Conv2D(32, 3x3,
-padding='same') relu -> MaxPooling2D(2) -> Dense(64) relu -> Dense(10),
-sparse categorical cross-entropy from logits, Adam(1e-3), batch 128, shuffled.
-Each timed epoch is one `model.fit(..., epochs=1)` call on the full training
-set, as a user would run it (jit_compile is Keras' default, 'auto', unless
---jit-compile is given). Data: MNIST from ../shared/data/mnist/*.gz when
-present, else random images of the same shape. Prints per-epoch times and
-`images/s: N`, the median over --epochs epochs after a warm-up epoch; also
-images per CPU-second (process time of all threads), which a shared, loaded
-machine distorts less than wall time.
+Model: Conv2D(32, 3, padding='same') relu -> MaxPooling2D(2) -> Flatten -> Dense(64) relu ->
+Dense(10): 402,442 parameters, float32; sparse categorical cross-entropy from logits,
+Adam(1e-3), batch 128. Set up as its users run it: one `model.fit(x, y, batch_size=128,
+epochs=E, shuffle=True, verbose=0)` on the training split held in memory as numpy arrays
+(normalized like configs/mnist_cnn.py), the last partial batch of each epoch included,
+TensorFlow's default threads, and Keras' default `jit_compile='auto'` (which Keras resolves to
+no XLA on a machine with only CPUs; the resolved value is printed) unless --jit-compile is given.
+
+Timing (benchmarks/peers/common.py StepClock): one fit of (repeats + 1) x steps steps across
+epochs, read by a callback's on_train_batch_begin every `steps` steps. That hook leaves fit's
+path as it is (Keras dispatches batch-end callbacks to a thread only when no callback overrides
+a batch-end hook), and TensorFlow runs the train function synchronously on CPU, so the previous
+step is done when it is read. The first interval (with the tracing) is dropped; images/s of each
+later interval, median reported.
 """
 
-import argparse
-import gzip
 import os
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                     "data", "mnist")
-
-
-def load_mnist(n=60000):
-  """(images float32 [n, 28, 28, 1] in [0, 1], labels int32 [n], source)."""
-  img_path = os.path.join(MNIST, "train-images-idx3-ubyte.gz")
-  lbl_path = os.path.join(MNIST, "train-labels-idx1-ubyte.gz")
-  if os.path.exists(img_path) and os.path.exists(lbl_path):
-    with gzip.open(img_path) as f:
-      images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
-    with gzip.open(lbl_path) as f:
-      labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images.astype(np.float32) / 255.0, labels.astype(np.int32), "MNIST"
-  rng = np.random.default_rng(0)
-  return (rng.random((n, 28, 28, 1), np.float32), rng.integers(0, 10, n).astype(np.int32),
-          "random")
+import common  # noqa: E402
 
 
 def seed_cnn():
@@ -57,34 +41,54 @@ def seed_cnn():
   ])
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--epochs", type=int, default=3)
-  ap.add_argument("--batch", type=int, default=128)
-  ap.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
-  args = ap.parse_args()
+class ClockCallback(keras.callbacks.Callback):
+  """Feeds fit's batches to a StepClock and stops fit once the clock has its intervals."""
+
+  def __init__(self, clock: common.StepClock):
+    super().__init__()
+    self.clock = clock
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if not self.clock.before_step(batch):
+      self.model.stop_training = True  # fit still finishes this (untimed) step
+
+
+def main() -> int:
+  p = common.parser(__doc__.split("\n\n")[0])
+  p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto",
+                 help="model.compile(jit_compile=...); Keras' default is auto")
+  args = p.parse_args()
+  common.check_args(args)
   keras.utils.set_random_seed(0)
-  x, y, source = load_mnist()
+  images, labels = common.load_mnist(args.mnist_dir)
+  x, y = images[..., None], labels.astype("int32")
   model = seed_cnn()
-  jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile=jit)
-  print(f"keras {keras.__version__} tensorflow {tf.__version__} backend={keras.backend.backend()} "
-        f"jit_compile={args.jit_compile} data={source} n={len(x)} batch={args.batch}")
-  model.fit(x, y, batch_size=args.batch, epochs=1, shuffle=True, verbose=0)  # warm-up epoch
-  rates, cpu_rates = [], []
-  for epoch in range(args.epochs):
-    t0, c0 = time.perf_counter(), time.process_time()
-    hist = model.fit(x, y, batch_size=args.batch, epochs=1, shuffle=True, verbose=0)
-    dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    rates.append(len(x) / dt)
-    cpu_rates.append(len(x) / dc)
-    print(f"epoch {epoch}: {dt:.2f} s ({dc:.2f} CPU s), {len(x) / dt:.0f} images/s, "
-          f"loss {hist.history['loss'][-1]:.4f}", flush=True)
-  print(f"images per CPU-second: {statistics.median(cpu_rates):.0f}")
-  print(f"images/s: {statistics.median(rates):.0f}")
+                jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile])
+  setup = {"jit_compile": args.jit_compile, "jit_compile_resolved": bool(model.jit_compile),
+           "backend": keras.backend.backend(), "steps_per_execution": 1,
+           "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+           "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+           "threads_note": "0 = TensorFlow's default (it picks)", "partial_last_batch": True}
+  print(f"keras {keras.__version__} tensorflow {tf.__version__} backend={setup['backend']}: "
+        f"{model.count_params():,} parameters; jit_compile={args.jit_compile} (resolved: "
+        f"{setup['jit_compile_resolved']}); TF threads intra/inter {setup['intra_op_threads']}/"
+        f"{setup['inter_op_threads']} (0 = default); MNIST n={len(x)} batch={args.batch}",
+        flush=True)
+  clock = common.StepClock(args.steps, args.repeats, len(x), args.batch)
+  steps_per_epoch = -(-len(x) // args.batch)
+  epochs = -(-(args.repeats + 1) * args.steps // steps_per_epoch) + 1  # the clock stops fit
+  hist = model.fit(x, y, batch_size=args.batch, epochs=epochs, shuffle=True, verbose=0,
+                   callbacks=[ClockCallback(clock)])
+  if not clock.done:
+    raise common.PeerError(f"fit ended after {clock.started} steps, before the clock's last interval")
+  print(f"last epoch loss {hist.history['loss'][-1]:.4f}")
+  name = f"Keras 3 / TF model.fit (jit_compile={args.jit_compile})"
+  common.report(name, clock, model.count_params(),
+                {"keras": keras.__version__, "tensorflow": tf.__version__}, setup)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main)

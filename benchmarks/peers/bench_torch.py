@@ -1,98 +1,90 @@
-"""PyTorch eager peer of the seed MNIST CNN: images/s over whole training epochs.
+"""PyTorch peer of the seed MNIST CNN: training images/s, timed like lepton_jax.bench's loop.
 
-    python benchmarks/peers/bench_torch.py [--epochs 3] [--threads N]
+    /work/peers-venv-torch/bin/python benchmarks/peers/bench_torch.py [--steps 100] [--repeats 5]
+        [--threads N] [--compile] [--mnist-dir ../shared/data/mnist]
 
-Same model and optimizer as benchmarks/bench_pooling.py: Conv(32, 3x3, SAME)
-relu -> max-pool 2x2 -> Dense(64) relu -> Dense(10), cross-entropy, Adam(1e-3),
-batch 128 (the last batch of an epoch is partial, as in a real epoch), one
-shuffle per epoch. Data: MNIST from ../shared/data/mnist/*.gz when present,
-else uniform random images of the same shape (the speed does not depend on the
-values). torch uses its default intra-op threads unless --threads is given.
-Prints per-epoch times and `images/s: N`, the median over --epochs epochs after
-a warm-up of --warmup-steps steps; also images per CPU-second (process time of
-all threads), which a shared, loaded machine distorts less than wall time.
+Model: Conv2d(1, 32, 3, padding=1) (= SAME) relu -> MaxPool2d(2) -> flatten -> Linear(6272, 64)
+relu -> Linear(64, 10): 402,442 parameters, float32; cross-entropy, torch.optim.Adam(1e-3),
+batch 128. Set up as its users run it: eager mode, NCHW tensors, the default intra-op threads
+(torch.get_num_threads(), printed) unless --threads is given. Data: MNIST's training split from
+its IDX files, held in memory as tensors, normalized like configs/mnist_cnn.py; each epoch
+draws a torch.randperm and indexes batches out of it, the last partial batch included.
+
+--compile wraps the model in torch.compile (default mode) and, as is usual with it, drops the
+partial last batch, so that no new shape recompiles inside a timed interval.
+
+Timing (benchmarks/peers/common.py StepClock): one continuous run of (repeats + 1) x steps
+steps across epochs; the first interval is the warm-up (and with --compile holds the
+compilation); images/s of each later interval, median reported. Eager CPU ops run synchronously,
+so the clock, read before a step, counts every earlier step as done.
 """
-
-import argparse
-import gzip
-import os
-import statistics
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
-MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                     "data", "mnist")
+import common
 
 
-def load_mnist(n=60000):
-  """(images float32 [n, 28, 28] in [0, 1], labels int64 [n], source)."""
-  img_path = os.path.join(MNIST, "train-images-idx3-ubyte.gz")
-  lbl_path = os.path.join(MNIST, "train-labels-idx1-ubyte.gz")
-  if os.path.exists(img_path) and os.path.exists(lbl_path):
-    with gzip.open(img_path) as f:
-      images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(lbl_path) as f:
-      labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images.astype(np.float32) / 255.0, labels.astype(np.int64), "MNIST"
-  rng = np.random.default_rng(0)
-  return (rng.random((n, 28, 28), np.float32), rng.integers(0, 10, n).astype(np.int64),
-          "random")
-
-
-def seed_cnn():
+def seed_cnn() -> nn.Module:
   return nn.Sequential(
       nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
       nn.Linear(32 * 14 * 14, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--epochs", type=int, default=3)
-  ap.add_argument("--batch", type=int, default=128)
-  ap.add_argument("--warmup-steps", type=int, default=30)
-  ap.add_argument("--threads", type=int, default=None)
-  args = ap.parse_args()
-  if args.threads:
-    torch.set_num_threads(args.threads)
-  torch.manual_seed(0)
-  images, labels, source = load_mnist()
-  x_all = torch.from_numpy(images).unsqueeze(1)  # NCHW
-  y_all = torch.from_numpy(labels)
-  n = len(x_all)
-  model = seed_cnn()
+def train(model, x_all, y_all, clock: common.StepClock, drop_last: bool) -> float:
+  """Trains epoch after epoch until `clock` has timed its intervals; the last loss."""
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   loss_fn = nn.CrossEntropyLoss()
-
-  def step(xb, yb):
-    opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(xb), yb)
-    loss.backward()
-    opt.step()
-    return loss
-
-  print(f"torch {torch.__version__} threads={torch.get_num_threads()} data={source} n={n} "
-        f"batch={args.batch}")
-  for i in range(args.warmup_steps):
-    step(x_all[i * args.batch:(i + 1) * args.batch], y_all[i * args.batch:(i + 1) * args.batch])
-  rates, cpu_rates = [], []
-  for epoch in range(args.epochs):
-    t0, c0 = time.perf_counter(), time.process_time()
+  n, batch = len(x_all), clock.batch
+  starts = range(0, n - n % batch if drop_last else n, batch)
+  loss = None
+  while not clock.done:
     perm = torch.randperm(n)
-    for i in range(0, n, args.batch):
-      idx = perm[i:i + args.batch]
-      loss = step(x_all[idx], y_all[idx])
-    loss.item()  # eager ops are synchronous on CPU; this just reads the result
-    dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    rates.append(n / dt)
-    cpu_rates.append(n / dc)
-    print(f"epoch {epoch}: {dt:.2f} s ({dc:.2f} CPU s), {n / dt:.0f} images/s, "
-          f"loss {loss.item():.4f}", flush=True)
-  print(f"images per CPU-second: {statistics.median(cpu_rates):.0f}")
-  print(f"images/s: {statistics.median(rates):.0f}")
+    for i, start in enumerate(starts):
+      if not clock.before_step(i):
+        break
+      idx = perm[start:start + batch]
+      opt.zero_grad(set_to_none=True)
+      loss = loss_fn(model(x_all[idx]), y_all[idx])
+      loss.backward()
+      opt.step()
+  return loss.item()
+
+
+def main() -> int:
+  p = common.parser(__doc__.split("\n\n")[0])
+  p.add_argument("--threads", type=int, default=None,
+                 help="torch.set_num_threads(N); default: torch's own default")
+  p.add_argument("--compile", action="store_true", help="torch.compile the model")
+  args = p.parse_args()
+  common.check_args(args)
+  if args.threads is not None:
+    if args.threads < 1:
+      raise common.PeerError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+  torch.manual_seed(0)
+  images, labels = common.load_mnist(args.mnist_dir)
+  x_all = torch.from_numpy(np.ascontiguousarray(images[:, None]))  # NCHW, as torch users hold it
+  y_all = torch.from_numpy(labels.astype(np.int64))
+  model = seed_cnn()
+  params = sum(p.numel() for p in model.parameters())
+  setup = {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+           "threads_from": "--threads" if args.threads is not None else "torch default",
+           "mode": "torch.compile (default mode)" if args.compile else "eager",
+           "partial_last_batch": not args.compile}
+  print(f"torch {torch.__version__}: {params:,} parameters; {setup['mode']}; "
+        f"{setup['threads']} intra-op threads ({setup['threads_from']}), "
+        f"{setup['interop_threads']} inter-op; MNIST n={len(x_all)} batch={args.batch}", flush=True)
+  if args.compile:
+    model = torch.compile(model)
+  clock = common.StepClock(args.steps, args.repeats, len(x_all), args.batch)
+  loss = train(model, x_all, y_all, clock, drop_last=args.compile)
+  print(f"last loss {loss:.4f}")
+  name = "PyTorch (torch.compile)" if args.compile else "PyTorch (eager)"
+  common.report(name, clock, params, {"torch": torch.__version__}, setup)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main)

@@ -50,6 +50,16 @@ _checksums_jit = jax.jit(lambda tree: jnp.stack(
     [_leaf_checksum(x) for x in jax.tree.leaves(tree)] or [jnp.zeros(2, jnp.uint32)]))
 
 
+def _all_finite(tree):
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+
+
+# Whether every float of a state is finite: one boolean per save, fetched by the writer.
+all_finite = jax.jit(_all_finite)
+
+
 def compile_checksums(abstract_state):
   """The checksum function compiled ahead for states like `abstract_state` (saves then
   spend no time compiling, e.g. when a preemption notice leaves seconds to save)."""

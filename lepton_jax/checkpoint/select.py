@@ -5,7 +5,6 @@ eval row of eval.split at its exact step in metrics.jsonl, else the eval metrics
 (its `metrics` item), else those in its `meta` (the last evaluation before it).
 """
 
-import json
 import math
 
 from etils import epath
@@ -20,22 +19,14 @@ def checkpoint_steps(checkpointer) -> list[int]:
   return checkpointer.all_steps()
 
 
-def _read_json(path) -> dict:
-  try:
-    value = json.loads(epath.Path(path).read_text())
-  except (OSError, ValueError):
-    return {}
-  return value if isinstance(value, dict) else {}
-
-
 def checkpoint_meta(checkpointer, step: int) -> dict:
   """The JSON `meta` item saved with checkpoint `step` ({} if unreadable)."""
-  return _read_json(epath.Path(checkpointer.directory) / str(step) / "meta" / "metadata")
+  return checkpointer.saved_meta(step)
 
 
 def checkpoint_metrics(checkpointer, step: int) -> dict:
   """The eval metrics Orbax saved with checkpoint `step` when it evaluated ({} if none)."""
-  return _read_json(epath.Path(checkpointer.directory) / str(step) / "metrics" / "metrics")
+  return checkpointer.saved_metrics(step)
 
 
 def _better(a: float, b: float, mode: str) -> bool:
@@ -101,3 +92,15 @@ def resolve_checkpoint(workdir: str, which, config=None, checkpointer=None) -> i
   finally:
     if own:
       checkpointer.close()
+
+
+def describe_choice(workdir: str, which, step: int, config) -> str:
+  """Why `which` named `step`, in a few words (what --mode=eval prints)."""
+  which = "latest" if which in (None, "") else str(which)
+  if which != "best":
+    return "the newest" if which == "latest" else "as asked"
+  metric, split = config.eval.best_metric, config.eval.split
+  rows = {r["step"]: r for r in read_metrics(workdir) if r.get("split") == split}
+  value = rows.get(step, {}).get(metric)
+  shown = f" {value:.4g}" if isinstance(value, (int, float)) else ""
+  return f"best by {metric}{shown} on {split!r}"

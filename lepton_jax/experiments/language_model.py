@@ -26,7 +26,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lepton_jax import metrics, registry
 from lepton_jax.errors import UserError
@@ -35,6 +34,23 @@ from lepton_jax.experiments.base import Experiment
 # Metrics of the statistics this experiment sums; anything else (the confusion
 # matrix metrics) is refused when the experiment is built.
 LM_METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy")
+
+
+def token_cross_entropy(logits, targets, label_smoothing: float = 0.0):
+  """Cross-entropy of integer targets under softmax(logits), computed in float32: the
+  'softmax_cross_entropy' loss (label smoothing spreads `label_smoothing` of the target's
+  mass evenly over the vocabulary) written as logsumexp(z) - (1 - a) z[target] - a mean(z).
+
+  Models return logits in the compute dtype (bf16 on accelerators); upcasting here, inside
+  reductions, lets XLA fuse the convert instead of keeping an f32 copy of (B, T, vocab),
+  and neither a one-hot nor a log-softmax of that size is built (optax's versions compute
+  in the dtype of their input, and build one or the other)."""
+  z = logits.astype(jnp.float32)
+  target = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
+  loss = jax.nn.logsumexp(z, axis=-1) - (1.0 - label_smoothing) * target
+  if label_smoothing:
+    loss = loss - label_smoothing * jnp.mean(z, axis=-1)
+  return loss
 
 
 @registry.register("metric", "bits_per_byte")
@@ -71,6 +87,8 @@ class LanguageModel(Experiment):
                       "(use data.name='text_files')")
     self.vocab_size = int(info.num_classes)
     self.loss_fn = registry.get("loss", config.loss.name)
+    if config.loss.name == "softmax_cross_entropy":
+      self.loss_fn = token_cross_entropy  # the same loss, in f32 and without a one-hot
     self.label_smoothing = float(config.loss.label_smoothing)
     self.metric_names = tuple(config.metrics)
     for name in self.metric_names:
@@ -100,7 +118,7 @@ class LanguageModel(Experiment):
     return jnp.argmax(outputs, axis=-1)
 
   def probabilities(self, outputs):
-    return jax.nn.softmax(outputs, axis=-1)
+    return jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)
 
   def train_metrics(self, outputs, batch, per_example_loss):
     correct = self.predictions(outputs) == self._targets(batch)
@@ -109,7 +127,7 @@ class LanguageModel(Experiment):
   def eval_statistics(self, outputs, batch, mask):
     """Sums over the tokens of the real (unmasked) rows of one batch."""
     targets = self._targets(batch)
-    per_token = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
+    per_token = token_cross_entropy(outputs, targets)
     weights = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (targets.ndim - 1)),
                                targets.shape).astype(jnp.float32)
     correct = (self.predictions(outputs) == targets).astype(jnp.float32)

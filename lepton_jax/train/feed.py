@@ -97,7 +97,9 @@ class TrainFeed:
   def compile(self) -> float:
     """Compiles the step ahead of the data; returns the seconds it took."""
     t0 = time.perf_counter()
-    self._compiled = self.step_fn.lower(self.task.abstract_state, *self.abstract_args()).compile()
+    with self.task.tracing_context():
+      lowered = self.step_fn.lower(self.task.abstract_state, *self.abstract_args())
+    self._compiled = lowered.compile()
     return time.perf_counter() - t0
 
   def step(self, state):

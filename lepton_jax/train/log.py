@@ -14,56 +14,59 @@ import jax.numpy as jnp
 import numpy as np
 
 from lepton_jax import optimizers, perf
-from lepton_jax.errors import UserError, warn
+from lepton_jax.errors import TrainingDiverged, warn
 from lepton_jax.eta import EtaEstimator
 from lepton_jax.metric_writers import MetricWriter, ProgressLine, format_duration
 from lepton_jax.parallel import mesh as mesh_lib
 
 
-class TrainingDiverged(UserError):
-  exit_code = 3
-
-
-def raise_if_diverged(history: list[tuple[int, dict]]) -> None:
-  """The NaN guard: stops the run at the first non-finite loss or gradient norm."""
-  for step, metrics in history:
+def raise_if_diverged(history: list[tuple[int, int, dict]]) -> None:
+  """The NaN guard: stops the run at the first non-finite loss or gradient norm (host history)."""
+  for step, _, metrics in history:
     for name in ("loss", "grad_norm"):
       if name in metrics and not np.isfinite(metrics[name]):
         raise TrainingDiverged(f"training diverged: {name} is {metrics[name]} at step {step}; "
                                "the last good checkpoint is kept; lower the learning rate or "
-                               "clip gradients (optimizer.grad_clip_norm)")
+                               "clip gradients (optimizer.grad_clip_norm)", step=step)
 
 
-_stack = jax.jit(lambda rows: jax.tree.map(lambda *xs: jnp.stack(xs), *rows))
+# Every metric of many dispatches as one array each: one transfer per metric name.
+_concat = jax.jit(lambda chunks: jax.tree.map(
+    lambda *xs: jnp.concatenate([jnp.reshape(x, (-1,)) for x in xs]), *chunks))
 
 
-def to_host(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
-  """`history` with its on-device metrics fetched, one transfer per metric name."""
-  pending = [i for i, (_, m) in enumerate(history)
-             if any(isinstance(v, jax.Array) for v in m.values())]
-  if not pending:
+def to_host(history: list[tuple[int, int, dict]]) -> list[tuple[int, int, dict]]:
+  """`history` (entries: last step, steps it covers, metrics) with its on-device metrics fetched
+  and split into one host entry per step: a dispatch of n steps carries (n,) arrays."""
+  device = [entry for entry in history if any(isinstance(v, jax.Array) for v in entry[2].values())]
+  if not device:
     return history
-  stacked = jax.device_get(_stack([history[i][1] for i in pending]))
-  fetched = list(history)
-  for row, i in enumerate(pending):
-    fetched[i] = (history[i][0], {k: v[row] for k, v in stacked.items()})
+  flat = jax.device_get(_concat([metrics for _, _, metrics in device]))
+  fetched, offset = [], 0
+  for last, n, metrics in history:
+    if not any(isinstance(v, jax.Array) for v in metrics.values()):
+      fetched.append((last, n, metrics))
+      continue
+    fetched += [(last - n + 1 + i, 1, {k: v[offset + i] for k, v in flat.items()}) for i in range(n)]
+    offset += n
   return fetched
 
 
 def pending_json(history) -> list[dict]:
   """Train metrics of steps not yet logged (host values), for the checkpoint's meta."""
   rows = []
-  for step, metrics in to_host(history):
+  for step, _, metrics in to_host(history):
     rows.append({"step": int(step),
                  "values": {k: np.asarray(v).item() for k, v in metrics.items()},
                  "dtypes": {k: np.asarray(v).dtype.name for k, v in metrics.items()}})
   return rows
 
 
-def pending_from_json(rows) -> list[tuple[int, dict]]:
+def pending_from_json(rows) -> list[tuple[int, int, dict]]:
   """Inverse of pending_json: the same values with the same dtypes (so the next logged means are
   bit-identical to those of an uninterrupted run)."""
-  return [(int(r["step"]), {k: np.asarray(v, dtype=r["dtypes"][k]) for k, v in r["values"].items()})
+  return [(int(r["step"]), 1,
+           {k: np.asarray(v, dtype=r["dtypes"][k]) for k, v in r["values"].items()})
           for r in rows or []]
 
 
@@ -80,7 +83,7 @@ class TrainLog:
                             task.every("checkpoint_every_steps"), train_batch_size=config.batch_size,
                             eval_examples=task.info.split_size(config.eval.split),
                             final_report=enabled)
-    self.history: list[tuple[int, dict]] = []
+    self.history: list[tuple[int, int, dict]] = []  # (last step, steps, metrics) per dispatch
     self.device = task.mesh.devices.flat[0]
     self.flops = self.peak = None
     self.compile_seconds = 0.0
@@ -115,7 +118,7 @@ class TrainLog:
   def compiled(self, seconds: float) -> None:
     """Reports the compile and the figures MFU is computed from."""
     self.compile_seconds = seconds
-    self.flops, opaque = self.task.train_flops_per_device()
+    self.flops, opaque = self.task.train_flops
     if opaque:
       warn(f"MFU leaves out {', '.join(opaque)} (kernels no FLOP count can see)")
     self.peak, source = perf.peak_flops(self.device, self.task.config.perf.peak_flops)
@@ -123,8 +126,10 @@ class TrainLog:
                f"(model FLOPs: 3x the forward pass); peak {self.peak / 1e12:,.3g} TFLOP/s per "
                f"device ({source})")
 
-  def record(self, step: int, metrics: dict, input_wait: float) -> None:
-    self.history.append((step, metrics))
+  def record(self, step: int, metrics: dict, input_wait: float, steps: int = 1) -> None:
+    """The metrics of the dispatch that ended at `step` and ran `steps` steps ((steps,) arrays
+    when more than one)."""
+    self.history.append((step, steps, metrics))
     self.input_wait += input_wait
 
   def saved(self, step: int, seconds: float) -> None:
@@ -157,7 +162,7 @@ class TrainLog:
 
   def _means(self, step: int, elapsed: float) -> dict:
     n = step - self.last_step
-    means = {k: float(np.mean([m[k] for _, m in self.history])) for k in self.history[-1][1]}
+    means = {k: float(np.mean([m[k] for _, _, m in self.history])) for k in self.history[-1][2]}
     means.update(examples_per_sec=n * self.task.config.batch_size / elapsed,
                  step_time_ms=1000 * elapsed / n, input_wait_fraction=self.input_wait / elapsed)
     if self.first_interval:

@@ -19,6 +19,7 @@ from lepton_jax.checkpoint.manager import Checkpointer
 from lepton_jax.data import base as data_base, statistics
 from lepton_jax.evaluate import Evaluator
 from lepton_jax.train import preemption
+from lepton_jax.train.dispatch import Dispatcher
 from lepton_jax.train.feed import TrainFeed, check_position
 from lepton_jax.train.log import TrainLog
 
@@ -57,20 +58,25 @@ def train(config, workdir: str, devices=None, stop_requested=None) -> TrainResul
     last = LastEval(meta.get("metrics") or {}, Evaluator(task, dataset), log)
     if start < task.total_steps:
       feed = stack.enter_context(TrainFeed(task, dataset, start))
-      log.compiled(feed.compile())
+      runner = Dispatcher.for_task(task, feed)
+      log.compiled(runner.compile())
     log.start(start, meta.get("pending_train_metrics"))  # the clock starts after compiling
-    for step in range(start + 1, task.total_steps + 1):
-      profiler.before_step(step)
-      state, metrics, waited = feed.step(state)
+    step = start
+    while step < task.total_steps:
+      n = runner.span(step, lambda s: Due(task, s).anything)  # 1, or k steps in one program
+      profiler.before_step(step + 1)
+      state, metrics, waited = runner.step(state, n)
+      step += n
       profiler.after_step(step, state)
-      log.record(step, metrics, waited)
+      log.record(step, metrics, waited, n)
+      checkpointer.poll()  # a failed save stops the run now, not at the next save
       due = Due(task, step)
       stop = preemption.should_stop(step, stop_requested, exchange=due.log or due.save)
       if due.log or due.save:
         log.flush(step)
       if due.eval:
         last.evaluate(state, step)
-      if due.save or stop:
+      if due.save or stop or (due.eval and checkpointer.is_new_best(last.metrics)):
         save(checkpointer, log, last, step, state, evaluated=due.eval, position=feed.position())
       if stop and not due.last:
         checkpointer.wait()
@@ -113,6 +119,7 @@ class Due:
     self.log = self.last or step % task.config.log_every_steps == 0
     self.eval = self.last or step % task.every("eval_every_steps") == 0
     self.save = self.last or step % task.every("checkpoint_every_steps") == 0
+    self.anything = self.last or self.log or self.eval or self.save
 
 
 class LastEval:

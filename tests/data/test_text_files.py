@@ -112,7 +112,7 @@ def test_a_subword_run_records_its_tokenizer_and_predict_needs_no_data(tmp_path)
       result["loss"] * tokens / math.log(2) / validation["target_bytes"].sum(), rel=1e-4)
   shutil.rmtree(tmp_path / "data")  # predict rebuilds the tokenizer from run.json alone
   shutil.rmtree(tmp_path / "corpus")
-  text = predict.load(workdir).generate("alpha beta", max_new_tokens=5, temperature=0.0)
+  text = predict.load(workdir).generate(["alpha beta"], max_new_tokens=5, temperature=0.0)[0]
   assert isinstance(text, str) and text == tok.decode(tok.encode(text))
   # A tokenizer file changed since (same size, other pieces) is refused on resume.
   corpus(tmp_path / "corpus")

@@ -61,6 +61,8 @@ CASES = {
                                                      "mlp_dim": 64, "patch_size": 4}),
     "transformer_lm": ("_synthetic_text", "language_model", {"width": 32, "depth": 1, "num_heads": 2,
                                                               "mlp_dim": 64, "max_len": 12}),
+    "llama": ("_synthetic_text", "language_model", {"width": 32, "depth": 1, "num_heads": 2,
+                                                     "num_kv_heads": 1, "mlp_dim": 64, "max_len": 12}),
     "lstm": ("_synthetic_sequences", "classification", {"hidden_size": 16}),
     "gru": ("_synthetic_text", "language_model", {"hidden_size": 16, "head": "lm"}),
 }
