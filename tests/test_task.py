@@ -98,9 +98,9 @@ def test_eval_of_an_mnist_run_never_reads_the_train_split(data_dir, tmp_path, mo
   reads = []
   original = sources.RecordSource.__init__
 
-  def recording(self, manifest, split):
+  def recording(self, manifest, split, **kwargs):
     reads.append(split)
-    original(self, manifest, split)
+    original(self, manifest, split, **kwargs)
 
   monkeypatch.setattr(sources.RecordSource, "__init__", recording)
   metrics = main.main(["--config", os.path.join(lib.REPO, "configs", "mnist_cnn.py"), "--workdir",
