@@ -127,10 +127,13 @@ def test_best_is_the_best_evaluations_own_state(data_dir, tmp_path, capsys):
                            checkpoint_every_steps=40, checkpoint__keep_best=1,
                            checkpoint__keep_last=1, optimizer__learning_rate=0.05)
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-  evals = {r["step"]: r["accuracy"] for r in lib.metric_rows(workdir) if r["split"] == "test"}
-  best = max(evals, key=lambda s: (evals[s], s))
-  assert best in lib.checkpoint_steps(workdir), (best, evals, lib.checkpoint_steps(workdir))
-  assert select.resolve_checkpoint(workdir, "best", config) == best
+  evals = {r["step"]: r["accuracy"] for r in lib.metric_rows(workdir)
+           if r["split"] == config.eval.split}
+  assert len(evals) == 8, evals
+  best = select.resolve_checkpoint(workdir, "best", config)
+  # Ties are possible on 287 validation digits: any step with the best accuracy is the best state.
+  assert evals[best] == max(evals.values()), (best, evals, lib.checkpoint_steps(workdir))
+  assert best in lib.checkpoint_steps(workdir)
   capsys.readouterr()
   assert main.main(lib.cli_args(workdir, data_dir, num_train_steps=40) +
                    ["--mode=eval", "--checkpoint", "best"]) == 0
