@@ -6,7 +6,7 @@ VALID padding (Keras' Conv2D default): 122,570 parameters.
 `configs/cifar10_cnn.py:sgd` trains with plain SGD at learning rate 0.01 instead
 of the default Adam at 1e-3 (the two optimizers the seeds compared).
 Offline: `--config.data.manual_dir=DIR`, DIR holding cifar-10-python.tar.gz
-(or its extracted cifar-10-batches-py/), prepared once into tfds format.
+(or its extracted cifar-10-batches-py/), prepared once into ArrayRecord files.
 
 Expected accuracy on real CIFAR-10: unmeasured (no offline copy here). The
 tests run it end to end on mock CIFAR-10 data (tests/data/test_cifar10.py).

@@ -8,7 +8,7 @@ accuracy after 5 epochs (2,340 steps) in 6 min 22 s. With a constant learning ra
 instead of the warmup + cosine schedule below: 98.50%.
 
 Offline, data.manual_dir holds the original MNIST IDX files (gzipped or not);
-they are prepared once into tfds format under data.data_dir. Online, leave it
+they are prepared once into ArrayRecord files under data.data_dir. Online, leave it
 empty and tfds downloads MNIST.
 """
 

@@ -145,3 +145,15 @@ def prepare_data(data_dir: str) -> None:
   from lepton_jax import registry
   config = tiny_config(data_dir)
   registry.get("dataset", config.data.name)(config.data).info()
+
+
+class StopAt:
+  """A stop_requested callable: true at its `k`-th call after `start` (the loop asks once per
+  dispatch, which is once per step unless steps_per_dispatch > 1)."""
+
+  def __init__(self, k: int, start: int = 0):
+    self.step, self.k = start, k
+
+  def __call__(self) -> bool:
+    self.step += 1
+    return self.step == self.k

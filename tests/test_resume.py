@@ -13,17 +13,6 @@ import checkpoint_testlib as lib
 from lepton_jax import train
 
 
-class StopAt:
-  """A stop_requested callable: true once the run has done step `k` (it is asked once per step)."""
-
-  def __init__(self, start: int, k: int):
-    self.step, self.k = start, k
-
-  def __call__(self) -> bool:
-    self.step += 1
-    return self.step == self.k
-
-
 @pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
   """An uninterrupted tiny run: (workdir, returned metrics)."""
@@ -40,7 +29,7 @@ def test_stopped_and_resumed_runs_end_bit_for_bit_equal(reference, data_dir, tmp
   start = 0
   for k in (7, 13, 20):
     with pytest.raises(train.Preempted):
-      train.train_and_evaluate(config, workdir, devices=devices, stop_requested=StopAt(start, k))
+      train.train_and_evaluate(config, workdir, devices=devices, stop_requested=lib.StopAt(k, start))
     assert lib.checkpoint_steps(workdir)[-1] == k
     start = k
   metrics = train.train_and_evaluate(config, workdir, devices=devices)
@@ -152,17 +141,6 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, t
   assert int(lib.read_state(workdir)[1]["['step']"]) == stopped
 
 
-class StopAfterCalls:
-  """A stop_requested callable: true at its n-th call (the loop asks once per dispatch)."""
-
-  def __init__(self, n: int):
-    self.calls, self.n = 0, n
-
-  def __call__(self) -> bool:
-    self.calls += 1
-    return self.calls == self.n
-
-
 def test_several_steps_per_dispatch_log_every_step_and_resume_exactly(reference, data_dir,
                                                                       tmp_path):
   ref_dir, _ = reference  # one step per dispatch
@@ -174,7 +152,7 @@ def test_several_steps_per_dispatch_log_every_step_and_resume_exactly(reference,
   lib.assert_states_equal(lib.read_state(uninterrupted)[1], lib.read_state(ref_dir)[1])
   workdir = str(tmp_path / "stopped")
   with pytest.raises(train.Preempted):  # after the 3rd dispatch: mid-interval
-    train.train_and_evaluate(config, workdir, devices=devices, stop_requested=StopAfterCalls(3))
+    train.train_and_evaluate(config, workdir, devices=devices, stop_requested=lib.StopAt(3))
   train.train_and_evaluate(config, workdir, devices=devices)
   lib.assert_states_equal(lib.read_state(workdir)[1], lib.read_state(uninterrupted)[1])
   lib.assert_same_metrics(workdir, uninterrupted)

@@ -13,8 +13,6 @@ follow from it), and `check_position` refuses a resume whose order differs, befo
 written.
 """
 
-import time
-
 import jax
 import numpy as np
 
@@ -54,11 +52,11 @@ def fits_on_device(task, source, order: order_lib.TrainOrder) -> bool:
 
 
 class TrainFeed:
-  """Feeds `step(state, *args)` from `start_step`; `compile` builds that step ahead of time."""
+  """Feeds `step_fn(state, *args)` from `start_step`: `next_args()` gives the next step's
+  arguments, already on the devices (train.dispatch.Dispatcher compiles and runs the step)."""
 
   def __init__(self, task, dataset, start_step: int):
     self.task = task
-    self._compiled = None
     self.source = dataset.split_source(task.config.data.train_split)
     self.order = train_order(task, self.source)
     self._key = order_key(task, self.source)
@@ -93,23 +91,6 @@ class TrainFeed:
     global_batch, sharding = self.task.config.batch_size, self.task.batch_sharding
     return ({k: jax.ShapeDtypeStruct((global_batch,) + np.shape(v), np.asarray(v).dtype,
                                      sharding=sharding) for k, v in example.items()},)
-
-  def compile(self) -> float:
-    """Compiles the step ahead of the data; returns the seconds it took."""
-    t0 = time.perf_counter()
-    with self.task.tracing_context():
-      lowered = self.step_fn.lower(self.task.abstract_state, *self.abstract_args())
-    self._compiled = lowered.compile()
-    return time.perf_counter() - t0
-
-  def step(self, state):
-    """One train step on the next batch: (state, metrics, seconds spent waiting for input)."""
-    t0 = time.perf_counter()
-    args = self.next_args()
-    waited = time.perf_counter() - t0
-    with jax.transfer_guard("disallow"):  # every input is already on the devices
-      state, metrics = self._compiled(state, *args)
-    return state, metrics, waited
 
   def next_args(self) -> tuple:
     args = self._feed.next_args()
