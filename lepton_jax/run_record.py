@@ -12,6 +12,7 @@ file as it was), each by writing a new file and renaming it over the old one.
 
 import json
 import os
+import socket
 
 from etils import epath
 
@@ -35,7 +36,8 @@ def prepare(workdir: str) -> epath.Path:
   path = absolute_path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_test"
+    # One probe per process: the processes of a multi-host run probe the same workdir at once.
+    probe = path / f".write_test.{socket.gethostname()}.{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
